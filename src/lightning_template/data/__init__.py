@@ -1,0 +1,1 @@
+"""Datamodules and the in-memory batch pipeline they share."""

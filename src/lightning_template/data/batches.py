@@ -1,0 +1,140 @@
+"""The in-memory pipeline: whole batches cut from uint8 tensors, converted on the device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZE_MODES = ("global", "per_pixel", "none")
+
+
+class TensorBatchDataset(torch.utils.data.Dataset):
+    """Images and labels held in memory; the DataLoader fetches a whole batch with one indexing op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # DataLoader calls this with the sampler's whole batch of indices (any sampler, DDP's included).
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate function for batches that `__getitems__` already assembled."""
+    return batch
+
+
+class Standardizer:
+    """StandardScaler for uint8 images, fitted once on the training split and applied on the device."""
+
+    def __init__(self, mode: str = "global") -> None:
+        if mode not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {list(NORMALIZE_MODES)}, got {mode!r}.")
+        self.mode = mode
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self._per_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fit(self, images: torch.Tensor, chunk: int = 8192) -> Standardizer:
+        """Compute the statistics from raw uint8 images (N, ...) in float64, a chunk at a time."""
+        if self.mode == "none":  # only rescale to [0, 1]
+            self._set(torch.tensor(0.0), torch.tensor(255.0))
+            return self
+        n = len(images)
+        flat = images.reshape(n, -1)
+        total = torch.zeros(flat.shape[1], dtype=torch.float64)
+        total_sq = torch.zeros(flat.shape[1], dtype=torch.float64)
+        for start in range(0, n, chunk):
+            part = flat[start : start + chunk].double()
+            total += part.sum(0)
+            total_sq += part.square().sum(0)
+        if self.mode == "global":
+            count = float(flat.numel())
+            mean = total.sum() / count
+            var = (total_sq.sum() / count - mean**2).clamp_min(0.0)
+            std = var.sqrt()
+            if std == 0:
+                std = torch.tensor(1.0, dtype=torch.float64)
+        else:
+            mean = total / n
+            var = (total_sq / n - mean**2).clamp_min(0.0)
+            std = var.sqrt()
+            std[std < 1e-8] = 1.0  # like StandardScaler: constant pixels are centred, not scaled
+            mean = mean.reshape(images.shape[1:])
+            std = std.reshape(images.shape[1:])
+        self._set(mean.float(), std.float())
+        return self
+
+    def _set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean, self.std = mean, std
+        self._per_device.clear()
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Standardize a float or uint8 batch (B, *image_shape) on whatever device it is on."""
+        if self.mean is None or self.std is None:
+            raise RuntimeError("Standardizer.fit (or load_state_dict) must run before it is applied.")
+        stats = self._per_device.get(images.device)
+        if stats is None:
+            stats = (
+                self.mean.to(images.device),
+                self.std.reciprocal().to(images.device),
+            )
+            self._per_device[images.device] = stats
+        mean, inv_std = stats
+        return (images.float() - mean) * inv_std
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"normalize": self.mode, "mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("normalize") not in NORMALIZE_MODES:
+            raise ValueError(f"Checkpoint holds unknown normalization {state.get('normalize')!r}.")
+        self.mode = state["normalize"]
+        self._set(state["mean"], state["std"])
+
+
+class RandomAffine:
+    """Batched on-device augmentation: random rotation, shift and zoom, one draw per image."""
+
+    def __init__(self, rotate_degrees: float = 0.0, translate_px: float = 0.0, scale: float = 0.0) -> None:
+        if not 0 <= rotate_degrees <= 180:
+            raise ValueError(f"augment.rotate_degrees must be in [0, 180], got {rotate_degrees!r}.")
+        if translate_px < 0:
+            raise ValueError(f"augment.translate_px must be >= 0, got {translate_px!r}.")
+        if not 0 <= scale < 1:
+            raise ValueError(f"augment.scale must be in [0, 1), got {scale!r}.")
+        self.rotate = math.radians(float(rotate_degrees))
+        self.translate_px = float(translate_px)
+        self.scale = float(scale)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rotate or self.translate_px or self.scale)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Warp float images (B, C, H, W); empty borders are filled with 0 (the raw background)."""
+        b, _, h, w = images.shape
+        rand = torch.rand(b, 4, device=images.device) * 2 - 1
+        angle = rand[:, 0] * self.rotate
+        zoom = 1 + rand[:, 1] * self.scale
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
+        tx = rand[:, 2] * self.translate_px * 2 / w
+        ty = rand[:, 3] * self.translate_px * 2 / h
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

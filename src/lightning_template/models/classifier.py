@@ -1,0 +1,174 @@
+"""ClassifierModule: trains any classification network; knows nothing of MNIST."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
+
+
+def network_config(net: nn.Module) -> dict[str, Any]:
+    """Describe a network as `_target_` plus its constructor arguments, so checkpoints never pickle code."""
+    config = getattr(net, "config", None)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"{type(net).__qualname__} has no `config` dict of its constructor arguments; ClassifierModule "
+            "needs one to rebuild the network from a checkpoint (see models/mlp.py for an example)."
+        )
+    return {"_target_": f"{type(net).__module__}.{type(net).__qualname__}", **config}
+
+
+def build_network(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a network from `network_config` output, refusing any target that is not an nn.Module."""
+    kwargs = dict(config)
+    target = kwargs.pop("_target_", None)
+    if not isinstance(target, str):
+        raise ValueError(f"Network config needs a `_target_` class path, got {target!r}.")
+    module_name, _, class_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None) if module_name else None
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise ValueError(f"Network `_target_` {target!r} is not an nn.Module subclass.")
+    return cls(**kwargs)
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training, accuracy metrics and optimizer wiring around any classification network."""
+
+    def __init__(
+        self,
+        net: nn.Module | Mapping[str, Any],
+        optimizer: OptimizerFactory | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+        self.net = net if isinstance(net, nn.Module) else build_network(net)
+        net_config = network_config(self.net)
+        num_classes = net_config.get("num_classes")
+        if not isinstance(num_classes, int):
+            raise ValueError(f"The network's config must give an integer `num_classes`, got {num_classes!r}.")
+        # Only plain data goes into the checkpoint: the network's config, never the module or factories.
+        self.save_hyperparameters(
+            {"net": net_config, "label_smoothing": float(label_smoothing)}, logger=False
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.label_smoothing = float(label_smoothing)
+
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # survives a resume from checkpoint
+        # [loss * n, correct, n] summed over the epoch's training batches.
+        self.register_buffer("train_sums", torch.zeros(3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits for a batch of already-normalized inputs."""
+        return self.net(x)
+
+    def _shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return loss, logits.argmax(dim=1), y
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation pass must not leak into the first epoch's numbers.
+        self.val_acc.reset()
+        self.val_loss.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums.zero_()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, y = self._shared_step(batch)
+        # Each self.log call costs about as much as this MLP's whole step, so the epoch numbers are
+        # accumulated on the device (no host sync) and step numbers are logged only on the steps that
+        # Lightning writes (every trainer.log_every_n_steps; global_step + 1 is its step counter here).
+        correct = (preds == y).sum()
+        self.train_sums += torch.stack(
+            [loss.detach() * len(y), correct, torch.tensor(len(y), device=y.device)]
+        )
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/acc_step", correct / len(y), on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, correct, count = self.train_sums
+        if count > 0:
+            self.log("train/loss", loss_sum / count, on_epoch=True, sync_dist=True)
+            self.log("train/acc", correct / count, on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, preds, y = self._shared_step(batch)
+        self.val_loss.update(loss, weight=len(y))
+        self.val_acc.update(preds, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        best = self.val_acc_best.compute()
+        self.log("val/acc_best", best, prog_bar=True)
+        self.log("hp_metric", best)  # TensorBoard's HPARAMS tab reads this tag
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, preds, y = self._shared_step(batch)
+        self.test_loss.update(loss, weight=len(y))
+        self.test_acc.update(preds, y)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.softmax(self.net(x), dim=1)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError(
+                "ClassifierModule was built without an optimizer factory, so it cannot train; "
+                "pass `optimizer=functools.partial(torch.optim.Adam, lr=1e-3)` (Hydra: the `optimizer` group)."
+            )
+        optimizer = self.optimizer_factory(self.parameters())
+        if not self.scheduler_config:
+            return optimizer
+        lr_scheduler = dict(self.scheduler_config)
+        factory = lr_scheduler.pop("scheduler")
+        kwargs: dict[str, Any] = {}
+        if _needs_total_steps(factory):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        lr_scheduler["scheduler"] = factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+
+def _needs_total_steps(factory: Callable[..., Any]) -> bool:
+    """Schedulers like OneCycleLR need the run length, which only the Trainer knows."""
+    keywords = getattr(factory, "keywords", {}) or {}
+    if "total_steps" in keywords or "epochs" in keywords:
+        return False
+    target = getattr(factory, "func", factory)
+    try:
+        return "total_steps" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
