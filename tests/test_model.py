@@ -58,7 +58,7 @@ def test_network_config_round_trip_and_refuses_non_modules() -> None:
     rebuilt.load_state_dict(net.state_dict())
     x = torch.randn(3, 784)
     assert torch.equal(rebuilt(x), net(x))
-    with pytest.raises(ValueError, match="not an nn.Module"):
+    with pytest.raises(ValueError, match=r"not an nn\.Module"):
         build_network({"_target_": "os.system", "command": "echo unsafe"})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import hydra
 import lightning as L
 from hydra.utils import instantiate
@@ -27,7 +29,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
     # ckpt_path also restores the datamodule's standardization statistics saved at training time.
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+    with warnings.catch_warnings():
+        # Testing needs none of the training callbacks whose state the checkpoint also holds.
+        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     metrics = final_metrics(trainer.callback_metrics)
     locations = {"Run directory": str(cfg.paths.output_dir), "Checkpoint": str(ckpt_path)}
     if loggers:

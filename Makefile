@@ -1,0 +1,43 @@
+# `make train` and `make test` work on a fresh clone: the first call creates .venv and installs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train eval test test-fast lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)  ## create .venv and install the package with its dev tools
+
+train: $(INSTALLED)  ## train the default config; pass overrides as ARGS="trainer.max_epochs=3 optimizer=sgd"
+	$(BIN)/python -m lightning_template.train $(ARGS)
+
+eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
+	$(BIN)/python -m lightning_template.eval $(ARGS)
+
+test: $(INSTALLED)  ## the whole test suite, slow tests included (a few minutes on 2 CPU cores)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(INSTALLED)  ## only the fast tests
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(INSTALLED)  ## ruff lint and format check
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: $(INSTALLED)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:  ## remove logs, caches and the unpacked data (keeps .venv and the bundled .gz files)
+	rm -rf logs .pytest_cache .ruff_cache
+	find data/MNIST/raw -type f ! -name '*.gz' -delete
