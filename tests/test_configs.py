@@ -18,7 +18,9 @@ CONF = files("lightning_template.conf")
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in CONF.joinpath(group).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -109,7 +111,9 @@ def test_early_stopping_is_one_switch_away(make_cfg: Callable[..., DictConfig]) 
 def test_no_logger_drops_the_learning_rate_monitor(make_cfg: Callable[..., DictConfig]) -> None:
     cfg = make_cfg("train", ["logger=none"])
     assert build_loggers(cfg.get("logger")) == []
-    assert not any(type(c).__name__ == "LearningRateMonitor" for c in build_callbacks(cfg.callbacks, has_logger=False))
+    assert not any(
+        type(c).__name__ == "LearningRateMonitor" for c in build_callbacks(cfg.callbacks, has_logger=False)
+    )
 
 
 def test_partial_optimizer_receives_the_parameters(make_cfg: Callable[..., DictConfig]) -> None:

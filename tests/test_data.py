@@ -40,14 +40,20 @@ def test_val_split_rejects_out_of_range(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"batch_size": 0}, "batch_size"), ({"normalize": "minmax"}, "normalize"), ({"eval_batch_size": -1}, "eval_batch_size")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"normalize": "minmax"}, "normalize"),
+        ({"eval_batch_size": -1}, "eval_batch_size"),
+    ],
 )
 def test_datamodule_rejects_bad_arguments(kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         MNISTDataModule(**kwargs)
 
 
-def test_splits_are_disjoint_cover_train_and_follow_the_seed(datamodule: MNISTDataModule, mnist_dir: Path) -> None:
+def test_splits_are_disjoint_cover_train_and_follow_the_seed(
+    datamodule: MNISTDataModule, mnist_dir: Path
+) -> None:
     train, val = datamodule.train_indices, datamodule.val_indices
     assert train is not None and val is not None
     assert len(val) == 5000 and len(train) == 55_000
@@ -108,7 +114,9 @@ def test_standardizer_state_round_trips() -> None:
     assert torch.equal(restored(images), scaler(images))
 
 
-def test_batches_are_uint8_on_the_host_and_standardized_float_after_transfer(datamodule: MNISTDataModule) -> None:
+def test_batches_are_uint8_on_the_host_and_standardized_float_after_transfer(
+    datamodule: MNISTDataModule,
+) -> None:
     loader = datamodule.train_dataloader()
     assert len(loader) == math.ceil(55_000 / 128)
     images, labels = next(iter(loader))
@@ -121,7 +129,9 @@ def test_batches_are_uint8_on_the_host_and_standardized_float_after_transfer(dat
     assert val_images.shape[0] == 1000
 
 
-def test_shuffling_is_reproducible_and_changes_every_epoch(mnist_dir: Path, datamodule: MNISTDataModule) -> None:
+def test_shuffling_is_reproducible_and_changes_every_epoch(
+    mnist_dir: Path, datamodule: MNISTDataModule
+) -> None:
     first = datamodule.train_dataloader()
     epoch1 = [labels for _, labels in first]
     epoch2 = [labels for _, labels in first]

@@ -64,7 +64,9 @@ def test_network_config_round_trip_and_refuses_non_modules() -> None:
 
 def _random_batches(n: int = 4, batch: int = 32) -> DataLoader:
     g = torch.Generator().manual_seed(n)
-    data = TensorDataset(torch.randn(n * batch, 1, 28, 28, generator=g), torch.randint(0, 10, (n * batch,), generator=g))
+    data = TensorDataset(
+        torch.randn(n * batch, 1, 28, 28, generator=g), torch.randint(0, 10, (n * batch,), generator=g)
+    )
     return DataLoader(data, batch_size=batch)
 
 
@@ -72,8 +74,14 @@ def _random_batches(n: int = 4, batch: int = 32) -> DataLoader:
     "scheduler",
     [
         None,
-        {"scheduler": functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=2), "interval": "epoch"},
-        {"scheduler": functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01), "interval": "step"},
+        {
+            "scheduler": functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=2),
+            "interval": "epoch",
+        },
+        {
+            "scheduler": functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01),
+            "interval": "step",
+        },
         {
             "scheduler": functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=1),
             "interval": "epoch",
@@ -86,7 +94,11 @@ def test_module_trains_and_checkpoint_loads_with_weights_only(tmp_path: Path, sc
         MLP(hidden_sizes=[16]), optimizer=functools.partial(torch.optim.Adam, lr=1e-3), scheduler=scheduler
     )
     trainer = L.Trainer(
-        max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, train_dataloaders=_random_batches(), val_dataloaders=_random_batches(2))
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(trainer.callback_metrics)

@@ -22,7 +22,9 @@ def _events(run_dir: Path) -> EventAccumulator:
     return accumulator
 
 
-def test_fast_run_writes_checkpoints_and_tensorboard(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+def test_fast_run_writes_checkpoints_and_tensorboard(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
     cfg = make_cfg("train", ["debug=fast", "trainer.limit_test_batches=1.0"])
     metrics = train(cfg)
 
@@ -34,7 +36,15 @@ def test_fast_run_writes_checkpoints_and_tensorboard(make_cfg: Callable[..., Dic
 
     events = _events(tmp_path)
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss_step", "train/loss", "train/acc", "val/acc", "val/acc_best", "test/acc", "hp_metric"} <= scalars
+    assert {
+        "train/loss_step",
+        "train/loss",
+        "train/acc",
+        "val/acc",
+        "val/acc_best",
+        "test/acc",
+        "hp_metric",
+    } <= scalars
     assert events.Scalars("train/loss_step")  # logged per step (debug=fast logs every step)
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     # The HPARAMS tab: a session with the run's config and the metrics to compare runs by.
@@ -46,7 +56,9 @@ def test_fast_run_writes_checkpoints_and_tensorboard(make_cfg: Callable[..., Dic
     assert evaluate(eval_cfg)["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-7)
 
 
-def test_per_pixel_statistics_travel_in_the_checkpoint(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+def test_per_pixel_statistics_travel_in_the_checkpoint(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
     import torch
 
     cfg = make_cfg("train", ["debug=fast", "data.normalize=per_pixel", "logger=none", "test=false"])
@@ -60,7 +72,13 @@ def test_per_pixel_statistics_travel_in_the_checkpoint(make_cfg: Callable[..., D
 def test_one_real_epoch_reaches_95_percent(make_cfg: Callable[..., DictConfig]) -> None:
     # The tutorial's own setup (batch 32, per-pixel standardization) for exactly one epoch.
     cfg = make_cfg(
-        "train", ["experiment=keras_tutorial", "trainer.max_epochs=1", "logger=none", "callbacks.rich_progress_bar=null"]
+        "train",
+        [
+            "experiment=keras_tutorial",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "callbacks.rich_progress_bar=null",
+        ],
     )
     metrics = train(cfg)
     assert metrics["val/acc"] >= 0.95
@@ -90,7 +108,13 @@ def test_command_line_runs_from_another_folder_and_reports_the_run(tmp_path: Pat
 @pytest.mark.slow
 def test_multirun_writes_one_directory_per_job(tmp_path: Path, mnist_dir: Path) -> None:
     result = _cli(
-        ["lightning_template.train", "-m", "optimizer.lr=0.01,0.001", "debug=fast", f"paths.data_dir={mnist_dir}"],
+        [
+            "lightning_template.train",
+            "-m",
+            "optimizer.lr=0.01,0.001",
+            "debug=fast",
+            f"paths.data_dir={mnist_dir}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

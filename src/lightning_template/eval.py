@@ -32,7 +32,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with warnings.catch_warnings():
         # Testing needs none of the training callbacks whose state the checkpoint also holds.
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        trainer.test(
+            model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+        )
     metrics = final_metrics(trainer.callback_metrics)
     locations = {"Run directory": str(cfg.paths.output_dir), "Checkpoint": str(ckpt_path)}
     if loggers:

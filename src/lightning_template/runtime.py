@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,7 +101,7 @@ def log_hyperparameters(cfg: DictConfig, model: LightningModule, loggers: list[L
 
 
 def load_classifier(ckpt_path: str | os.PathLike[str] | None) -> ClassifierModule:
-    """Load a ClassifierModule checkpoint safely (weights_only), or explain what is wrong with the path."""
+    """Load a ClassifierModule checkpoint safely (weights_only), or explain what is wrong with the file."""
     if ckpt_path is None or str(ckpt_path) in ("", "???"):
         raise UserInputError(f"No checkpoint given: pass ckpt_path=<file.ckpt>.{_latest_checkpoint_hint()}")
     path = Path(ckpt_path)
@@ -107,12 +109,31 @@ def load_classifier(ckpt_path: str | os.PathLike[str] | None) -> ClassifierModul
         raise UserInputError(
             f"ckpt_path={ckpt_path} does not exist or is not a file.{_latest_checkpoint_hint()}"
         )
+    if not zipfile.is_zipfile(path):
+        raise UserInputError(
+            f"ckpt_path={ckpt_path} is not a checkpoint: it is not a file written by torch.save."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserInputError(
+            f"ckpt_path={ckpt_path} holds Python objects besides tensors and plain data, so it is not loaded "
+            f"(torch.load with weights_only=True refused: {str(exc).splitlines()[-1]}). This template's "
+            "checkpoints never need that; only unpickle such a file if you trust whoever wrote it."
+        ) from exc
+    except Exception as exc:
+        raise UserInputError(f"ckpt_path={ckpt_path} is damaged and cannot be read ({exc}).") from exc
+    if "state_dict" not in checkpoint or "net" not in checkpoint.get("hyper_parameters", {}):
+        raise UserInputError(
+            f"ckpt_path={ckpt_path} is a PyTorch file but not a checkpoint of this template's ClassifierModule "
+            "(it has no state_dict or no network config in hyper_parameters)."
+        )
     try:
         return ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserInputError(
-            f"ckpt_path={ckpt_path} is not a checkpoint of this template's ClassifierModule "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
+            f"ckpt_path={ckpt_path} does not fit the network it describes ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]})."
         ) from exc
 
 

@@ -41,8 +41,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = final_metrics(trainer.callback_metrics)
 
+    # Read before testing: trainer.test(ckpt_path=...) restores the callbacks' older state too.
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
+    last = checkpoint.last_model_path if checkpoint is not None else ""
     if cfg.get("test"):
         if not best:
             log.warning("No best checkpoint was saved: testing the weights at the end of training.")
@@ -52,8 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(final_metrics(trainer.callback_metrics))
 
     locations = {"Run directory": str(cfg.paths.output_dir), "Best checkpoint": best or "(none saved)"}
-    if checkpoint is not None and checkpoint.last_model_path:
-        locations["Last checkpoint"] = checkpoint.last_model_path
+    if last:
+        locations["Last checkpoint"] = last
     if any(isinstance(lg, TensorBoardLogger) for lg in loggers):
         locations["View in TensorBoard"] = f"tensorboard --logdir {cfg.paths.output_dir}"
     print_summary("Training finished", metrics, locations)
