@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast lint format clean
+.PHONY: help install train eval test test-fast bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,13 +30,16 @@ test: $(INSTALLED)  ## the whole test suite, slow tests included (a few minutes 
 test-fast: $(INSTALLED)  ## only the fast tests
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
+bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
 lint: $(INSTALLED)  ## ruff lint and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 format: $(INSTALLED)  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 clean:  ## remove logs, caches and the unpacked data (keeps .venv and the bundled .gz files)
 	rm -rf logs .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lightning_template.runtime import build_callbacks, build_loggers
+from lightning_template.train import build_run
 
 CONF = files("lightning_template.conf")
 
@@ -23,15 +24,9 @@ def options(group: str) -> list[str]:
     )
 
 
-def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Build everything train() builds, without fitting."""
-    datamodule = instantiate(cfg.data)
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return datamodule, model, trainer
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    run = build_run(cfg)
+    return run.datamodule, run.model, run.trainer
 
 
 def test_every_group_has_the_documented_options() -> None:
@@ -54,7 +49,7 @@ def test_every_group_has_the_documented_options() -> None:
 )
 def test_group_option_composes_and_instantiates(make_cfg: Callable[..., DictConfig], override: str) -> None:
     cfg = make_cfg("train", [override])
-    datamodule, model, trainer = build_run(cfg)
+    datamodule, model, trainer = build(cfg)
     assert isinstance(datamodule, L.LightningDataModule)
     assert isinstance(trainer, L.Trainer)
     optimizer = model.optimizer_factory(model.parameters())
@@ -67,7 +62,7 @@ def test_group_option_composes_and_instantiates(make_cfg: Callable[..., DictConf
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_trainer_instantiates(make_cfg: Callable[..., DictConfig]) -> None:
-    _, _, trainer = build_run(make_cfg("train", ["trainer=gpu"]))
+    _, _, trainer = build(make_cfg("train", ["trainer=gpu"]))
     assert trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
 
 

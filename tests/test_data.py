@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_template.data.batches import RandomAffine, Standardizer, TensorBatchDataset, keep_batch
+from lightning_template.data.batches import RandomDistortion, Standardizer, TensorBatchDataset, keep_batch
 from lightning_template.data.idx_files import DataFileError, ensure_idx_files, read_idx
 from lightning_template.data.mnist import MNIST_FILES, MNISTDataModule, resolve_val_split
 from tests.conftest import write_idx
@@ -158,16 +158,44 @@ def test_distributed_sampler_shards_are_disjoint_and_cover(datamodule: MNISTData
     assert torch.equal(torch.cat(seen).sort().values, total.sort().values)
 
 
-def test_random_affine_moves_pixels_and_keeps_shape() -> None:
+def test_random_distortion_moves_pixels_differently_per_image() -> None:
     torch.manual_seed(0)
     images = torch.zeros(16, 1, 28, 28)
-    images[:, :, 10:18, 12:16] = 255.0
-    augment = RandomAffine(rotate_degrees=15, translate_px=2, scale=0.1)
+    images[:, :, 8:20, 12:16] = 255.0  # sixteen copies of the same stroke
+    augment = RandomDistortion(rotate_degrees=15, translate_px=2, scale=0.1, elastic_alpha=2.0)
     assert augment.active
     out = augment(images)
     assert out.shape == images.shape
     assert not torch.allclose(out, images)
-    assert not RandomAffine().active
+    flat = out.reshape(16, -1)
+    assert all(not torch.allclose(flat[0], flat[i]) for i in range(1, 16))  # one draw per image
+    assert out.min() >= 0
+    assert out.max() <= 255 + 1e-3  # bilinear warps stay in the pixel range
+    assert not RandomDistortion().active
+
+
+@pytest.mark.parametrize(("training", "changed"), [(True, True), (False, False)])
+def test_augmentation_applies_to_training_batches_only(
+    mnist_dir: Path, training: bool, changed: bool
+) -> None:
+    from types import SimpleNamespace
+
+    plain = MNISTDataModule(data_dir=mnist_dir, download=False)
+    augmented = MNISTDataModule(
+        data_dir=mnist_dir,
+        download=False,
+        augment={"rotate_degrees": 10, "translate_px": 2, "elastic_alpha": 1.5},
+    )
+    for dm in (plain, augmented):
+        dm.setup("fit")
+    batch = next(iter(plain.val_dataloader()))
+    for dm in (plain, augmented):
+        dm.trainer = SimpleNamespace(training=training)  # type: ignore[assignment]
+    x_plain, y_plain = plain.on_after_batch_transfer(batch, 0)
+    x_aug, y_aug = augmented.on_after_batch_transfer(batch, 0)
+    assert x_aug.shape == x_plain.shape
+    assert torch.equal(y_aug, y_plain)  # labels untouched
+    assert (not torch.allclose(x_aug, x_plain)) is changed
 
 
 # --- the IDX files ----------------------------------------------------------------------------

@@ -68,6 +68,21 @@ def test_per_pixel_statistics_travel_in_the_checkpoint(
     assert state["normalize"] == "per_pixel" and state["mean"].shape == (1, 28, 28)
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["data.on_device=true", pytest.param("model.compile=true", marks=pytest.mark.slow)],
+)
+def test_gpu_oriented_switches_run_on_cpu_too(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, override: str
+) -> None:
+    metrics = train(make_cfg("train", ["debug=fast", "logger=none", override]))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    import torch
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(not key.startswith("_compiled") and "_orig_mod" not in key for key in checkpoint["state_dict"])
+
+
 @pytest.mark.slow
 def test_one_real_epoch_reaches_95_percent(make_cfg: Callable[..., DictConfig]) -> None:
     # The tutorial's own setup (batch 32, per-pixel standardization) for exactly one epoch.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from lightning_template.runtime import (
@@ -23,19 +25,35 @@ from lightning_template.runtime import (
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; return every final metric (train/val/test) as floats."""
+@dataclass
+class Run:
+    """Everything a training run is made of, built from the config and nothing else."""
+
+    datamodule: L.LightningDataModule
+    model: L.LightningModule
+    trainer: L.Trainer
+    loggers: list[Logger]
+
+
+def build_run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Run:
+    """Seed, then instantiate the datamodule, model, loggers, callbacks and Trainer from `cfg`."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     model: L.LightningModule = instantiate(
         cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler
     )
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + list(extra_callbacks)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return Run(datamodule, model, trainer, loggers)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; return every final metric (train/val/test) as floats."""
+    run = build_run(cfg)
+    datamodule, model, trainer, loggers = run.datamodule, run.model, run.trainer, run.loggers
     log_hyperparameters(cfg, model, loggers)
 
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_template.data.batches import (
-    RandomAffine,
+    RandomDistortion,
     Standardizer,
     TensorBatchDataset,
     keep_batch,
@@ -70,6 +70,7 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         download: bool = True,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         self.val_size = resolve_val_split(val_split)
@@ -81,6 +82,11 @@ class MNISTDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be a positive integer, got {value!r}.")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}.")
+        if on_device and num_workers:
+            raise ValueError(
+                f"data.on_device=true keeps the data on the accelerator, so data.num_workers must be 0, got {num_workers}."
+            )
+        self.on_device = on_device
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -89,7 +95,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.download = download
         self.standardizer = Standardizer(normalize)
-        self.augmenter = RandomAffine(**(augment or {}))
+        self.augmenter = RandomDistortion(**(augment or {}))
         self.data_train: TensorBatchDataset | None = None
         self.data_val: TensorBatchDataset | None = None
         self.data_test: TensorBatchDataset | None = None
@@ -153,6 +159,10 @@ class MNISTDataModule(L.LightningDataModule):
         )
         # Fitted on the training split only; a checkpoint's statistics replace these in load_state_dict.
         self.standardizer.fit(self.data_train.images)
+        if self.on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            for dataset in (self.data_train, self.data_val, self.data_test):
+                dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
 
     def _loader(self, dataset: TensorBatchDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -162,6 +172,7 @@ class MNISTDataModule(L.LightningDataModule):
             pin = (
                 self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
             )
+        pin = pin and dataset.images.device.type == "cpu"  # tensors already on the GPU need no pinning
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
@@ -182,6 +193,11 @@ class MNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.data_test, self.eval_batch_size, shuffle=False)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Our batches are always (images, labels): two direct copies, no generic collection walk.
+        images, labels = batch
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

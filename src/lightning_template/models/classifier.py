@@ -51,6 +51,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(label_smoothing) < 1.0:
@@ -67,6 +68,9 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.label_smoothing = float(label_smoothing)
+        self.compile = compile
+        # torch.compile wraps the bound forward (not the module), so state_dict keys stay the network's.
+        self._compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -79,13 +83,17 @@ class ClassifierModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits for a batch of already-normalized inputs."""
-        return self.net(x)
+        return self._compiled_forward(x) if self._compiled_forward is not None else self.net(x)
+
+    def setup(self, stage: str) -> None:
+        if self.compile and self._compiled_forward is None:
+            self._compiled_forward = torch.compile(self.net.forward)
 
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self.net(x)
+        logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, logits.argmax(dim=1), y
 
@@ -102,20 +110,20 @@ class ClassifierModule(L.LightningModule):
         # Each self.log call costs about as much as this MLP's whole step, so the epoch numbers are
         # accumulated on the device (no host sync) and step numbers are logged only on the steps that
         # Lightning writes (every trainer.log_every_n_steps; global_step + 1 is its step counter here).
+        # Step numbers stay off the progress bar: Lightning calls .item() on those after every batch.
         correct = (preds == y).sum()
-        self.train_sums += torch.stack(
-            [loss.detach() * len(y), correct, torch.tensor(len(y), device=y.device)]
-        )
+        n = len(y)
+        self.train_sums += torch.stack([loss.detach() * n, correct.float(), loss.new_full((), n)])
         every = self.trainer.log_every_n_steps
         if every and (self.global_step + 1) % every == 0:
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-            self.log("train/acc_step", correct / len(y), on_step=True, on_epoch=False)
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+            self.log("train/acc_step", correct / n, on_step=True, on_epoch=False)
         return loss
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, count = self.train_sums
         if count > 0:
-            self.log("train/loss", loss_sum / count, on_epoch=True, sync_dist=True)
+            self.log("train/loss", loss_sum / count, on_epoch=True, sync_dist=True, prog_bar=True)
             self.log("train/acc", correct / count, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -142,7 +150,7 @@ class ClassifierModule(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.softmax(self.net(x), dim=1)
+        return torch.softmax(self(x), dim=1)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
