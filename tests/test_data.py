@@ -126,7 +126,7 @@ def test_batches_are_uint8_on_the_host_and_standardized_float_after_transfer(
     assert x.dtype == torch.float32 and x.shape == (128, 1, 28, 28)
     assert torch.equal(y, labels)
     val_images, _ = next(iter(datamodule.val_dataloader()))
-    assert val_images.shape[0] == 1000
+    assert val_images.shape[0] == 2500
 
 
 def test_shuffling_is_reproducible_and_changes_every_epoch(

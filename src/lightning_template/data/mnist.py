@@ -63,7 +63,7 @@ class MNISTDataModule(L.LightningDataModule):
         data_dir: str | Path = "data",
         val_split: int | float = 5000,
         batch_size: int = 128,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 2500,
         normalize: str = "global",
         augment: Mapping[str, float] | None = None,
         seed: int = 42,
@@ -139,7 +139,8 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:
             return
-        ensure_idx_files(self.raw_dir, MNIST_FILES)  # cheap when already verified by prepare_data
+        if any(not (self.raw_dir / name).exists() for name in MNIST_FILES):
+            ensure_idx_files(self.raw_dir, MNIST_FILES)  # setup() called without prepare_data()
         images = read_idx(self.raw_dir / "train-images-idx3-ubyte").unsqueeze(1)  # (N, 1, 28, 28)
         labels = read_idx(self.raw_dir / "train-labels-idx1-ubyte").long()
         if len(images) != TRAIN_SIZE or len(labels) != TRAIN_SIZE:

@@ -55,7 +55,7 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         self.net = net if isinstance(net, nn.Module) else build_network(net)
         net_config = network_config(self.net)
         num_classes = net_config.get("num_classes")
@@ -107,9 +107,10 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._shared_step(batch)
-        # Each self.log call costs about as much as this MLP's whole step, so the epoch numbers are
-        # accumulated on the device (no host sync) and step numbers are logged only on the steps that
-        # Lightning writes (every trainer.log_every_n_steps; global_step + 1 is its step counter here).
+        # A self.log call costs about a sixth of this small MLP's whole step on a CPU (about 0.5 ms of
+        # 3 ms), so the epoch numbers are accumulated on the device (no host sync) and step numbers are
+        # logged only on the steps Lightning writes (every trainer.log_every_n_steps; global_step + 1
+        # is its step counter here).
         # Step numbers stay off the progress bar: Lightning calls .item() on those after every batch.
         correct = (preds == y).sum()
         n = len(y)
