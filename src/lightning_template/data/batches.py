@@ -43,7 +43,7 @@ class Standardizer:
 
     def __init__(self, mode: str = "global") -> None:
         if mode not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be one of {list(NORMALIZE_MODES)}, got {mode!r}.")
+            raise ValueError(f"data.normalize must be one of {list(NORMALIZE_MODES)}, got {mode!r}.")
         self.mode = mode
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
