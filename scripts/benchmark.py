@@ -115,8 +115,9 @@ class Measurements:
 class Clock(L.Callback):
     """Times each epoch's training batches and validation pass, then runs one plain epoch."""
 
-    def __init__(self, plain: PlainLoop, out: Measurements, device: torch.device, limit: int | None) -> None:
-        self.plain, self.out, self.device, self.limit = plain, out, device, limit
+    def __init__(self, out: Measurements, device: torch.device, limit: int | None) -> None:
+        self.out, self.device, self.limit = out, device, limit
+        self.plain: PlainLoop | None = None  # set once the run's datamodule holds its tensors
         self.batch_start = self.last_end = self.val_start = 0.0
 
     def on_train_batch_start(
@@ -143,6 +144,7 @@ class Clock(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(self.device)
         self.out.template.append(self.last_end - self.batch_start)
+        assert self.plain is not None
         self.out.plain.append(self.plain.epoch(self.limit))
 
 
@@ -217,12 +219,12 @@ def run_row(
     slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
     cfg = compose_cfg([*common, *overrides], workdir / slug)
     out = Measurements()
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    plain = PlainLoop(cfg, datamodule, device)
-    clock, tests = Clock(plain, out, device, args.limit_batches), TestClock()
+    clock, tests = Clock(out, device, args.limit_batches), TestClock()
     run = build_run(cfg, extra_callbacks=[clock, tests])
+    datamodule = run.datamodule
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # fit() reuses these tensors, so both loops train on the same ones
+    clock.plain = PlainLoop(cfg, datamodule, device)
     model = BareModule(cfg) if bare else run.model
     if bare:
         run.trainer.limit_val_batches = 0

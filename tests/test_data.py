@@ -44,6 +44,17 @@ def test_val_split_rejects_out_of_range(bad: object) -> None:
         ({"batch_size": 0}, "batch_size"),
         ({"normalize": "minmax"}, "normalize"),
         ({"eval_batch_size": -1}, "eval_batch_size"),
+        (
+            {"augment": {"rotate_degrees": 200}},
+            r"data\.augment\.rotate_degrees must be in \[0, 180\], got 200",
+        ),
+        ({"augment": {"translate_px": -1}}, r"data\.augment\.translate_px must be >= 0, got -1"),
+        ({"augment": {"scale": 1.0}}, r"data\.augment\.scale must be in \[0, 1\), got 1\.0"),
+        ({"augment": {"elastic_alpha": -2}}, r"data\.augment\.elastic_alpha must be >= 0 .* got -2"),
+        (
+            {"on_device": True, "num_workers": 2},
+            r"data\.on_device=true .* data\.num_workers must be 0, got 2",
+        ),
     ],
 )
 def test_datamodule_rejects_bad_arguments(kwargs: dict, needle: str) -> None:

@@ -115,6 +115,17 @@ def test_module_trains_and_checkpoint_loads_with_weights_only(tmp_path: Path, sc
     assert torch.equal(restored(x), module(x))
 
 
+@pytest.mark.parametrize("smoothing", [1.0, -0.1])
+def test_module_rejects_bad_label_smoothing(smoothing: float) -> None:
+    with pytest.raises(ValueError, match=r"model\.label_smoothing must be in \[0, 1\), got "):
+        ClassifierModule(MLP(), label_smoothing=smoothing)
+
+
+def test_module_needs_a_network_that_describes_itself() -> None:
+    with pytest.raises(TypeError, match=r"Linear has no `config` dict of its constructor arguments"):
+        ClassifierModule(torch.nn.Linear(784, 10))
+
+
 def test_module_without_optimizer_explains_itself() -> None:
     module = ClassifierModule(MLP())
     with pytest.raises(RuntimeError, match="optimizer"):

@@ -195,11 +195,6 @@ class MNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.data_test, self.eval_batch_size, shuffle=False)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Our batches are always (images, labels): two direct copies, no generic collection walk.
-        images, labels = batch
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         images = images.float()

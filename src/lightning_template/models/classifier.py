@@ -68,7 +68,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.label_smoothing = float(label_smoothing)
-        self.compile = compile
+        self.compile_network = compile  # not `self.compile`: that would hide nn.Module.compile()
         # torch.compile wraps the bound forward (not the module), so state_dict keys stay the network's.
         self._compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -86,7 +86,7 @@ class ClassifierModule(L.LightningModule):
         return self._compiled_forward(x) if self._compiled_forward is not None else self.net(x)
 
     def setup(self, stage: str) -> None:
-        if self.compile and self._compiled_forward is None:
+        if self.compile_network and self._compiled_forward is None:
             self._compiled_forward = torch.compile(self.net.forward)
 
     def _shared_step(
