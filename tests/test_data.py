@@ -201,7 +201,7 @@ def test_augmentation_applies_to_training_batches_only(
         dm.setup("fit")
     batch = next(iter(plain.val_dataloader()))
     for dm in (plain, augmented):
-        dm.trainer = SimpleNamespace(training=training)  # type: ignore[assignment]
+        dm.trainer = SimpleNamespace(training=training, current_epoch=0)  # type: ignore[assignment]
     x_plain, y_plain = plain.on_after_batch_transfer(batch, 0)
     x_aug, y_aug = augmented.on_after_batch_transfer(batch, 0)
     assert x_aug.shape == x_plain.shape

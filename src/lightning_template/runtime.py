@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from lightning_template.checkpointing import read_checkpoint
+from lightning_template.data.batches import Standardizer
 from lightning_template.errors import UserInputError
 from lightning_template.models.classifier import ClassifierModule
 
@@ -109,20 +109,7 @@ def load_classifier(ckpt_path: str | os.PathLike[str] | None) -> ClassifierModul
         raise UserInputError(
             f"ckpt_path={ckpt_path} does not exist or is not a file.{_latest_checkpoint_hint()}"
         )
-    if not zipfile.is_zipfile(path):
-        raise UserInputError(
-            f"ckpt_path={ckpt_path} is not a checkpoint: it is not a file written by torch.save."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserInputError(
-            f"ckpt_path={ckpt_path} holds Python objects besides tensors and plain data, so it is not loaded "
-            f"(torch.load with weights_only=True refused: {str(exc).splitlines()[-1]}). This template's "
-            "checkpoints never need that; only unpickle such a file if you trust whoever wrote it."
-        ) from exc
-    except Exception as exc:
-        raise UserInputError(f"ckpt_path={ckpt_path} is damaged and cannot be read ({exc}).") from exc
+    checkpoint = read_checkpoint(path)
     if "state_dict" not in checkpoint or "net" not in checkpoint.get("hyper_parameters", {}):
         raise UserInputError(
             f"ckpt_path={ckpt_path} is a PyTorch file but not a checkpoint of this template's ClassifierModule "
@@ -135,6 +122,22 @@ def load_classifier(ckpt_path: str | os.PathLike[str] | None) -> ClassifierModul
             f"ckpt_path={ckpt_path} does not fit the network it describes ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]})."
         ) from exc
+
+
+def load_standardizer(ckpt_path: str | os.PathLike[str]) -> Standardizer:
+    """The standardization a model was trained with, from the datamodule state saved in its checkpoint."""
+    checkpoint = read_checkpoint(Path(ckpt_path))
+    # Lightning stores a datamodule's state_dict under the datamodule's class name.
+    for state in checkpoint.values():
+        if isinstance(state, dict) and isinstance(state.get("standardizer"), dict):
+            standardizer = Standardizer()
+            standardizer.load_state_dict(state["standardizer"])
+            return standardizer
+    raise UserInputError(
+        f"ckpt_path={ckpt_path} holds no standardization statistics (the datamodule's `standardizer` "
+        "state), so raw images cannot be prepared the way the model was trained. Use a checkpoint written "
+        "by train, which saves them."
+    )
 
 
 def _latest_checkpoint_hint() -> str:
@@ -170,6 +173,8 @@ def silence_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     # The data lives in memory and is indexed a whole batch at a time: worker processes would only slow it.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Run directories are new for every run; the only way into a used one is resuming there on purpose.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not str(record.msg).startswith("\U0001f4a1 Tip")
     )

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from lightning_template.callbacks.interrupt_checkpoint import SIGTERM_EXIT_CODE
+from lightning_template.checkpointing import (
+    check_same_network,
+    read_checkpoint,
+    register_resolvers,
+    resolve_ckpt_path,
+)
+from lightning_template.errors import UserInputError
+from lightning_template.models.classifier import network_config
 from lightning_template.runtime import (
     build_callbacks,
     build_loggers,
@@ -23,6 +36,7 @@ from lightning_template.runtime import (
 )
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra composes conf/train.yaml, whose run dir depends on ckpt_path
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Run:
 
 def build_run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Run:
     """Seed, then instantiate the datamodule, model, loggers, callbacks and Trainer from `cfg`."""
+    _check_trainer_args(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -50,13 +65,37 @@ def build_run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Ru
     return Run(datamodule, model, trainer, loggers)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def _check_trainer_args(trainer_cfg: DictConfig) -> None:
+    max_epochs = trainer_cfg.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and (isinstance(max_epochs, bool) or max_epochs < 1):
+        raise UserInputError(
+            f"trainer.max_epochs must be a whole number >= 1 (or -1 for no limit, with trainer.max_steps), "
+            f"got {max_epochs!r}."
+        )
+
+
+def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> Path | None:
+    """The checkpoint to resume from (`ckpt_path`: a file or `last`), checked against the model's network."""
+    path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
+    net = getattr(model, "net", None)
+    if path is not None and isinstance(net, torch.nn.Module):
+        check_same_network(path, read_checkpoint(path), network_config(net))
+        log.info("Resuming from %s", path)
+    return path
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric (train/val/test) as floats."""
-    run = build_run(cfg)
+    run = build_run(cfg, extra_callbacks)
     datamodule, model, trainer, loggers = run.datamodule, run.model, run.trainer, run.loggers
+    ckpt_path = resume_checkpoint(cfg, model)
     log_hyperparameters(cfg, model, loggers)
 
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # InterruptCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process.
+        sys.exit(SIGTERM_EXIT_CODE)
     metrics = final_metrics(trainer.callback_metrics)
 
     # Read before testing: trainer.test(ckpt_path=...) restores the callbacks' older state too.

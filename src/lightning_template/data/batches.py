@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -31,6 +32,48 @@ class TensorBatchDataset(torch.utils.data.Dataset):
         # DataLoader calls this with the sampler's whole batch of indices (any sampler, DDP's included).
         index = torch.as_tensor(indices, dtype=torch.long)
         return self.images[index], self.labels[index]
+
+
+class ResumableRandomSampler(torch.utils.data.RandomSampler):
+    """The DataLoader's usual shuffle, able to restart part-way into an epoch after a resume.
+
+    It draws from the DataLoader's own generator exactly as `shuffle=True` does, so a fresh run's order is
+    unchanged; `position` and `restart_from` carry that generator through a checkpoint. Under DDP,
+    Lightning swaps it for a DistributedSampler, which reshuffles per epoch but restarts epochs from
+    their beginning.
+    """
+
+    def __init__(self, data_source: Sized, generator: torch.Generator) -> None:
+        super().__init__(data_source, generator=generator)
+        self.generator: torch.Generator = generator
+        self._epoch_state: torch.Tensor | None = None  # the generator when this epoch's order was drawn
+        self._restart: tuple[torch.Tensor, int] | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        skip = 0
+        if self._restart is not None:
+            state, skip = self._restart
+            self._restart = None
+            self.generator.set_state(state)
+        self._epoch_state = self.generator.get_state()
+        return itertools.islice(super().__iter__(), skip, None)
+
+    def position(self, samples_done: int, epoch_finished: bool) -> dict[str, Any]:
+        """Where a resumed run must pick up: a generator state and how many of its samples were trained on."""
+        if self._epoch_state is None:
+            return {}
+        if not epoch_finished:
+            return {"generator_state": self._epoch_state, "samples_done": samples_done}
+        following = torch.Generator()
+        following.set_state(self.generator.get_state())
+        # A DataLoader draws one int64 from its generator (its base seed) before each epoch's order.
+        torch.empty((), dtype=torch.int64).random_(generator=following)
+        return {"generator_state": following.get_state(), "samples_done": 0}
+
+    def restart_from(self, position: dict[str, Any]) -> None:
+        """Make the next epoch continue from a saved `position` instead of drawing a fresh order."""
+        if position:
+            self._restart = (position["generator_state"], int(position["samples_done"]))
 
 
 def keep_batch(batch: Any) -> Any:

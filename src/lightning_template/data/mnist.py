@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from lightning_template.data.batches import (
     RandomDistortion,
+    ResumableRandomSampler,
     Standardizer,
     TensorBatchDataset,
     keep_batch,
@@ -100,6 +102,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_val: TensorBatchDataset | None = None
         self.data_test: TensorBatchDataset | None = None
         self.train_indices: torch.Tensor | None = None
+        # (epoch, batches trained on in it) and the sampler they came from: a checkpoint's data position.
+        self._trained: tuple[int, int] = (-1, 0)
+        self._train_sampler: ResumableRandomSampler | None = None
+        self._restart_position: dict[str, Any] = {}
         self.val_indices: torch.Tensor | None = None
 
     @property
@@ -174,11 +180,14 @@ class MNISTDataModule(L.LightningDataModule):
                 self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
             )
         pin = pin and dataset.images.device.type == "cpu"  # tensors already on the GPU need no pinning
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # Every loader has its own generator, so creating one never draws from the global RNG that
+        # dropout and augmentation use (which would make a resumed run draw differently).
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = ResumableRandomSampler(dataset, generator) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             generator=generator,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
@@ -187,7 +196,15 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, self.batch_size, shuffle=True)
+        loader = self._loader(self.data_train, self.batch_size, shuffle=True)
+        self._train_sampler = loader.sampler if isinstance(loader.sampler, ResumableRandomSampler) else None
+        single_process = self.trainer is None or self.trainer.world_size == 1
+        if self._train_sampler is not None and self._restart_position and single_process:
+            self._train_sampler.restart_from(self._restart_position)
+            # Lightning can't see this restore, and would warn that resuming mid-epoch is unreliable.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+        self._restart_position = {}
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data_val, self.eval_batch_size, shuffle=False)
@@ -198,13 +215,26 @@ class MNISTDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         images = images.float()
-        if self.augmenter.active and self.trainer is not None and self.trainer.training:
-            images = self.augmenter(images)
+        if self.trainer is not None and self.trainer.training:
+            epoch, done = self._trained
+            self._trained = (
+                self.trainer.current_epoch,
+                done + 1 if epoch == self.trainer.current_epoch else 1,
+            )
+            if self.augmenter.active:
+                images = self.augmenter(images)
         return self.standardizer(images), labels
 
     def state_dict(self) -> dict[str, Any]:
-        # Saved in every checkpoint, so eval and predict standardize exactly as training did.
-        return {"standardizer": self.standardizer.state_dict()}
+        # Saved in every checkpoint, so eval and predict standardize exactly as training did, and a
+        # resumed run continues the interrupted epoch's data order where it stopped.
+        state: dict[str, Any] = {"standardizer": self.standardizer.state_dict()}
+        if self._train_sampler is not None and self.trainer is not None:
+            epoch, done = self._trained
+            finished = epoch != self.trainer.current_epoch or done >= self.trainer.num_training_batches
+            state["train_position"] = self._train_sampler.position(done * self.batch_size, finished)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.standardizer.load_state_dict(state_dict["standardizer"])
+        self._restart_position = state_dict.get("train_position", {})

@@ -15,6 +15,8 @@ from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_template.errors import TrainingDivergedError
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 
 
@@ -65,6 +67,8 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters(
             {"net": net_config, "label_smoothing": float(label_smoothing)}, logger=False
         )
+        if optimizer is not None:
+            _check_optimizer(optimizer, self.net)
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.label_smoothing = float(label_smoothing)
@@ -116,10 +120,41 @@ class ClassifierModule(L.LightningModule):
         n = len(y)
         self.train_sums += torch.stack([loss.detach() * n, correct.float(), loss.new_full((), n)])
         every = self.trainer.log_every_n_steps
-        if every and (self.global_step + 1) % every == 0:
+        log_step = bool(every) and (self.global_step + 1) % every == 0
+        # Stop before a non-finite loss reaches the weights. Free on a CPU; on an accelerator checking
+        # every step would wait for the device, so it is checked on logged steps only.
+        on_cpu = loss.device.type == "cpu"
+        if on_cpu or log_step:
+            self._check_finite(loss if on_cpu else self.train_sums[0], exact=on_cpu, every=every)
+        if log_step:
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
             self.log("train/acc_step", correct / n, on_step=True, on_epoch=False)
         return loss
+
+    def _check_finite(self, value: torch.Tensor, exact: bool, every: int) -> None:
+        if bool(torch.isfinite(value)):
+            return
+        step = self.global_step
+        if exact:
+            where = f"at step {step} (epoch {self.current_epoch}), before that step changed the weights"
+        else:
+            where = (
+                f"between steps {max(0, step + 1 - every)} and {step} (epoch {self.current_epoch}; on an "
+                "accelerator the loss is checked every trainer.log_every_n_steps steps)"
+            )
+        raise TrainingDivergedError(
+            f"Training diverged: the loss became {float(value.detach())} {where}. Training stopped; checkpoints "
+            "written earlier are kept. Lower the learning rate (optimizer.lr), clip gradients "
+            "(trainer.gradient_clip_val=1.0) or check the data."
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A run interrupted mid-epoch resumes with the partial sums, so its epoch numbers stay exact.
+        checkpoint["train_sums"] = self.train_sums.cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "train_sums" in checkpoint:
+            self.train_sums.copy_(checkpoint["train_sums"])
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, count = self.train_sums
@@ -169,6 +204,18 @@ class ClassifierModule(L.LightningModule):
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         lr_scheduler["scheduler"] = factory(optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+
+def _check_optimizer(factory: OptimizerFactory, net: nn.Module) -> None:
+    """Build the optimizer once at construction, so a bad argument fails before any data is loaded."""
+    lr = (getattr(factory, "keywords", None) or {}).get("lr")
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise ValueError(f"optimizer.lr must be a positive number, got {lr!r}.")
+    try:
+        factory(net.parameters())
+    except (ValueError, TypeError) as exc:
+        name = getattr(getattr(factory, "func", factory), "__name__", "optimizer")
+        raise ValueError(f"The `optimizer` config ({name}) is invalid: {exc}.") from exc
 
 
 def _needs_total_steps(factory: Callable[..., Any]) -> bool:

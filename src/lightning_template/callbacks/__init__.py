@@ -1,0 +1,1 @@
+"""Lightning callbacks: what a run writes beyond its scalars, and what keeps it resumable."""
