@@ -325,3 +325,16 @@ def test_resumable_sampler_keeps_the_usual_shuffle_and_restarts_mid_epoch() -> N
     resumed_at_end = loader(99, resumable=True)
     resumed_at_end.sampler.restart_from(end_of_epoch)  # type: ignore[attr-defined]
     assert labels(resumed_at_end) == labels(ours)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(make_cfg("train", SMALL_RUN), [SignalAtStep(step=3, signum=signal.SIGINT)])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert stopped.value.code == 1
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 3)
+    assert saved["MNISTDataModule"]["train_position"]["samples_done"] == 3 * 128
