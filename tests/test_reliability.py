@@ -90,7 +90,11 @@ def test_two_runs_with_one_seed_are_identical_and_seeds_differ(
 ) -> None:
     first = train(make_cfg("train", [*SMALL_RUN, f"paths.output_dir={tmp_path}/a"]))
     second = train(make_cfg("train", [*SMALL_RUN, f"paths.output_dir={tmp_path}/b"]))
-    assert first == second
+    timings = {name for name in first if name.startswith("time/")}  # wall clock, never reproducible
+    assert timings and first.keys() == second.keys()
+    assert {k: v for k, v in first.items() if k not in timings} == {
+        k: v for k, v in second.items() if k not in timings
+    }
     a, b = _weights(tmp_path / "a/checkpoints/last.ckpt"), _weights(tmp_path / "b/checkpoints/last.ckpt")
     assert all(torch.equal(a[name], b[name]) for name in a)
 

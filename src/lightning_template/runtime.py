@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningModule
@@ -30,7 +34,20 @@ from lightning_template.models.classifier import ClassifierModule
 log = logging.getLogger(__name__)
 
 # Registered as metrics of the TensorBoard HPARAMS session, so sweeps can be sorted by them.
-HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+HPARAM_METRICS = (
+    "hp_metric",
+    "val/acc_best",
+    "val/acc",
+    "val/loss",
+    "test/acc",
+    "test/loss",
+    "time/samples_per_s",
+)
+HPARAM_GROUPS = ("data", "model", "optimizer", "scheduler")  # flattened into the HPARAMS tab
+# Config keys that change how fast or where a run goes, never its results: left out of HPARAMS.
+NOT_HPARAMS = ("data_dir", "download", "num_workers", "pin_memory", "eval_batch_size", "on_device")
+# Per-class test metrics (`test/f1_3`) are printed as their own table, one row per class.
+PER_CLASS_METRIC = re.compile(r"^(?P<stage>[^/]+)/(?P<metric>precision|recall|f1)_(?P<label>\d+)$")
 
 
 def build_loggers(cfg: DictConfig | None) -> list[Logger]:
@@ -63,8 +80,24 @@ def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
         out[prefix] = str(list(node))
     elif node is None:
         out[prefix] = "null"
+    elif prefix.endswith("_target_") and isinstance(node, str):
+        out[prefix] = node.rpartition(".")[2]  # the class name is what tells runs apart
     else:
         out[prefix] = node
+
+
+@functools.cache
+def _option_keys(group: str) -> frozenset[str]:
+    """The flattened keys of every option the template ships for a config group (conf/<group>/*.yaml)."""
+    keys: dict[str, Any] = {}
+    folder = importlib.resources.files("lightning_template.conf") / group
+    for option in folder.iterdir() if folder.is_dir() else ():
+        if option.name.endswith(".yaml"):
+            node = OmegaConf.to_container(OmegaConf.create(option.read_text()), resolve=False)
+            if isinstance(node, dict):
+                node.pop("defaults", None)
+                _flatten(group, node, keys)
+    return frozenset(keys)
 
 
 def hyperparameters(cfg: DictConfig, model: LightningModule | None = None) -> dict[str, Any]:
@@ -72,12 +105,20 @@ def hyperparameters(cfg: DictConfig, model: LightningModule | None = None) -> di
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     flat: dict[str, Any] = {}
-    for group in ("data", "model", "optimizer", "scheduler"):
+    for group in HPARAM_GROUPS:
         _flatten(group, container.get(group), flat)
+        # TensorBoard takes its columns from one run of a sweep: every run lists every option's keys.
+        for key in _option_keys(group) - flat.keys():
+            flat[key] = "-"
     for key in ("max_epochs", "precision", "accelerator", "devices", "deterministic"):
         flat[f"trainer/{key}"] = str(container.get("trainer", {}).get(key))
     flat["seed"] = str(container.get("seed"))
-    for key in [k for k in flat if k.endswith("data_dir") or k.endswith("/download")]:
+    # Options that leave no trace in the flattened values (scheduler=none, an experiment's name).
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        flat["scheduler"] = str(choices.get("scheduler"))
+        flat["experiment"] = str(choices.get("experiment"))
+    for key in [k for k in flat if k.rpartition("/")[2] in NOT_HPARAMS]:
         del flat[key]
     if model is not None:
         flat["model/params"] = sum(p.numel() for p in model.parameters())
@@ -160,12 +201,31 @@ def print_summary(title: str, metrics: Mapping[str, float], locations: Mapping[s
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
+    per_class: dict[str, dict[int, dict[str, float]]] = {}  # stage -> class -> metric -> value
     for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}")
+        match = PER_CLASS_METRIC.match(name)
+        if match:
+            row = per_class.setdefault(match["stage"], {}).setdefault(int(match["label"]), {})
+            row[match["metric"]] = value
+        else:
+            table.add_row(name, _format_number(value))
     console = Console()
     console.print(table)
-    for name, value in locations.items():
-        console.print(f"[bold]{name}:[/bold] {value}", soft_wrap=True)
+    for stage, classes in per_class.items():
+        class_table = Table(title=f"{stage}: per class", title_justify="left")
+        class_table.add_column("class", style="bold", justify="right")
+        for metric in ("precision", "recall", "f1"):
+            class_table.add_column(metric, justify="right")
+        for label, values in sorted(classes.items()):
+            cells = [_format_number(values[m]) if m in values else "" for m in ("precision", "recall", "f1")]
+            class_table.add_row(str(label), *cells)
+        console.print(class_table)
+    for name, where in locations.items():
+        console.print(f"[bold]{name}:[/bold] {where}", soft_wrap=True)
+
+
+def _format_number(value: float) -> str:
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
 
 
 def silence_known_noise() -> None:

@@ -12,8 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from lightning_template.errors import TrainingDivergedError
 
@@ -46,6 +51,8 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
 
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training, accuracy metrics and optimizer wiring around any classification network."""
+
+    train_sums: torch.Tensor  # a buffer: [loss * n, correct, n] summed over the epoch's training batches
 
     def __init__(
         self,
@@ -82,7 +89,14 @@ class ClassifierModule(L.LightningModule):
         self.test_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume from checkpoint
-        # [loss * n, correct, n] summed over the epoch's training batches.
+        # One value per class, logged as test/precision_<c>, test/recall_<c>, test/f1_<c>.
+        self.test_per_class = MetricCollection(
+            {
+                "precision": MulticlassPrecision(num_classes, average=None),
+                "recall": MulticlassRecall(num_classes, average=None),
+                "f1": MulticlassF1Score(num_classes, average=None),
+            }
+        )
         self.register_buffer("train_sums", torch.zeros(3), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +133,7 @@ class ClassifierModule(L.LightningModule):
         correct = (preds == y).sum()
         n = len(y)
         self.train_sums += torch.stack([loss.detach() * n, correct.float(), loss.new_full((), n)])
-        every = self.trainer.log_every_n_steps
+        every: int = getattr(self.trainer, "log_every_n_steps", 0)  # set by the Trainer at runtime
         log_step = bool(every) and (self.global_step + 1) % every == 0
         # Stop before a non-finite loss reaches the weights. Free on a CPU; on an accelerator checking
         # every step would wait for the device, so it is checked on logged steps only.
@@ -162,12 +176,25 @@ class ClassifierModule(L.LightningModule):
             self.log("train/loss", loss_sum / count, on_epoch=True, sync_dist=True, prog_bar=True)
             self.log("train/acc", correct / count, on_epoch=True, sync_dist=True)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, preds, y = self._shared_step(batch)
+    def _evaluation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return loss, {"logits": logits, "preds": logits.argmax(dim=1)}
+
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        """Update the metrics; return the batch's logits and predictions for callbacks (image grids)."""
+        loss, outputs = self._evaluation_step(batch)
+        y = batch[1]
         self.val_loss.update(loss, weight=len(y))
-        self.val_acc.update(preds, y)
+        self.val_acc.update(outputs["preds"], y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return outputs
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -177,12 +204,26 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc_best", best, prog_bar=True)
         self.log("hp_metric", best)  # TensorBoard's HPARAMS tab reads this tag
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, preds, y = self._shared_step(batch)
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Update the metrics; return the batch's logits and predictions for callbacks (mistakes, confusion)."""
+        loss, outputs = self._evaluation_step(batch)
+        y = batch[1]
         self.test_loss.update(loss, weight=len(y))
-        self.test_acc.update(preds, y)
+        self.test_acc.update(outputs["preds"], y)
+        self.test_per_class.update(outputs["preds"], y)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        return outputs
+
+    def on_test_epoch_end(self) -> None:
+        # compute() gathers the states of every process first, so the values are the whole test set's.
+        per_class = {
+            f"test/{name}_{c}": value
+            for name, values in self.test_per_class.compute().items()
+            for c, value in enumerate(values)
+        }
+        self.log_dict(per_class, sync_dist=True)  # equal on every rank already; sync_dist avoids a warning
+        self.test_per_class.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
