@@ -167,8 +167,17 @@ def _sync(device: torch.device) -> None:
 # Each row: (name, config overrides, use BareModule). The first row is the template's default
 # config; it runs first so that its first step also gives the start-up time.
 QUIET = ["+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
+# The default callbacks that only draw and time (TensorBoard images and graph, curves.png, epoch speed).
+STORY_CALLBACKS = (
+    "epoch_speed",
+    "learning_curves",
+    "validation_predictions",
+    "test_mistakes",
+    "confusion_matrix",
+    "model_graph",
+)
 ROWS: list[tuple[str, list[str], bool]] = [
-    ("template, default config", [], False),
+    ("template, default config (+ TensorBoard images, graph, curves.png, epoch speed)", [], False),
     (
         "Lightning, bare loop",
         ["logger=none", "callbacks=none", "+trainer.enable_checkpointing=false", *QUIET],
@@ -189,6 +198,11 @@ ROWS: list[tuple[str, list[str], bool]] = [
             "+trainer.enable_checkpointing=false",
             "+trainer.enable_model_summary=false",
         ],
+        False,
+    ),
+    (
+        "+ checkpointing, model summary, LR monitor, interrupt/RNG state",
+        [f"callbacks.{name}=null" for name in STORY_CALLBACKS],
         False,
     ),
 ]

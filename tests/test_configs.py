@@ -32,7 +32,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
 def test_every_group_has_the_documented_options() -> None:
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["cosine", "none", "onecycle", "plateau"]
-    assert options("trainer") == ["cpu", "default", "gpu"]
+    assert options("trainer") == ["cpu", "ddp", "ddp_cpu", "default", "gpu"]
+    assert options("hparams_search") == ["optuna"]
+    assert options("hydra/launcher") == ["slurm"]
     assert options("logger") == ["csv", "none", "tensorboard"]
     assert {"fast", "overfit", "limit", "profiler"} <= set(options("debug"))
     assert "keras_tutorial" in options("experiment")

@@ -12,6 +12,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -23,6 +24,7 @@ from lightning_template.checkpointing import (
     register_resolvers,
     resolve_ckpt_path,
 )
+from lightning_template.distributed import ddp_processes_join_this_job
 from lightning_template.errors import UserInputError
 from lightning_template.models.classifier import network_config
 from lightning_template.runtime import (
@@ -100,8 +102,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     # Read before testing: trainer.test(ckpt_path=...) restores the callbacks' older state too.
     checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    last = checkpoint.last_model_path if checkpoint is not None else ""
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    last = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if cfg.get("test"):
         if not best:
             log.warning("No best checkpoint was saved: testing the weights at the end of training.")
@@ -123,7 +125,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry point; returns `optimized_metric` for Hydra sweepers."""
     silence_known_noise()
-    with exit_on_user_error():
+    with exit_on_user_error(), ddp_processes_join_this_job():
         metrics = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
