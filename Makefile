@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast bench lint format clean
+.PHONY: help install train eval test test-fast bench lint typecheck format rename clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,13 +33,21 @@ test-fast: $(INSTALLED)  ## only the fast tests
 bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 
-lint: $(INSTALLED)  ## ruff lint and format check
+lint: $(INSTALLED)  ## ruff lint and format check, then mypy
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy src
+
+typecheck: $(INSTALLED)  ## mypy on src/ (config: [tool.mypy] in pyproject.toml)
+	$(BIN)/mypy src
 
 format: $(INSTALLED)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
+
+rename:  ## rename the package and its commands: make rename NAME=my_project (clean git tree)
+	@test -n "$(NAME)" || { echo "usage: make rename NAME=my_project" >&2; exit 2; }
+	$(PYTHON) scripts/rename_project.py $(NAME)
 
 clean:  ## remove logs, caches and the unpacked data (keeps .venv and the bundled .gz files)
 	rm -rf logs .pytest_cache .ruff_cache

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lightning_template.data.batches import RandomDistortion, Standardizer, TensorBatchDataset, keep_batch
 from lightning_template.data.idx_files import DataFileError, ensure_idx_files, read_idx
 from lightning_template.data.mnist import MNIST_FILES, MNISTDataModule, resolve_val_split
+
 from tests.conftest import write_idx
 
 
@@ -167,6 +169,25 @@ def test_distributed_sampler_shards_are_disjoint_and_cover(datamodule: MNISTData
     assert len(seen[0]) + len(seen[1]) == len(dataset)
     total = dataset.images.reshape(len(dataset), -1).sum(1)
     assert torch.equal(torch.cat(seen).sort().values, total.sort().values)
+
+
+@pytest.mark.parametrize("world_size", [3, 7])
+def test_evaluation_shards_count_every_image_once_under_ddp(
+    datamodule: MNISTDataModule, world_size: int
+) -> None:
+    # 5000 validation and 10000 test images do not split evenly over 3 or 7 processes; a padded
+    # DistributedSampler would repeat some of them in the metrics.
+    for loader_of, dataset in (
+        (datamodule.val_dataloader, datamodule.data_val),
+        (datamodule.test_dataloader, datamodule.data_test),
+    ):
+        assert isinstance(dataset, TensorBatchDataset)
+        indices = []
+        for rank in range(world_size):
+            datamodule.trainer = SimpleNamespace(world_size=world_size, global_rank=rank, accelerator=None)  # type: ignore[assignment]
+            indices += list(loader_of().sampler)
+        assert sorted(indices) == list(range(len(dataset)))
+    datamodule.trainer = None
 
 
 def test_random_distortion_moves_pixels_differently_per_image() -> None:

@@ -7,7 +7,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -37,6 +37,13 @@ def _fix_hint(path: Path) -> str:
     )
 
 
+def _restore_hint(archive: Path) -> str:
+    return (
+        f"Restore it with `git checkout -- {archive}` (for files the repository ships) or delete it to "
+        "download it again."
+    )
+
+
 def _check(path: Path, expected_md5: str) -> None:
     actual = md5sum(path)
     if actual != expected_md5:
@@ -45,42 +52,65 @@ def _check(path: Path, expected_md5: str) -> None:
         )
 
 
-def _decompress(archive: Path, target: Path, expected_md5: str) -> None:
+def _check_archive(archive: Path, expected_md5: str) -> None:
+    actual = md5sum(archive)
+    if actual != expected_md5:
+        raise DataFileError(
+            f"{archive} is corrupt or truncated: its MD5 is {actual}, expected {expected_md5}. "
+            f"{_restore_hint(archive)}"
+        )
+
+
+def _decompress(archive: Path, target: Path, expected_md5: str | None) -> None:
     """Unpack `archive` to `target` atomically, so an interrupted run never leaves half a file."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with gzip.open(archive, "rb") as src, open(tmp, "wb") as dst:
             while block := src.read(1 << 20):
                 dst.write(block)
-        actual = md5sum(tmp)
+        actual = md5sum(tmp) if expected_md5 is not None else None
         if actual != expected_md5:
             raise DataFileError(
                 f"{archive} unpacks to data with MD5 {actual}, expected {expected_md5}: the archive is "
-                f"corrupt. Restore it with `git checkout -- {archive}` or delete it to download it again."
+                f"corrupt. {_restore_hint(archive)}"
             )
         os.replace(tmp, target)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataFileError(
-            f"Could not unpack {archive} ({exc}): the archive is truncated or corrupt. "
-            f"Restore it with `git checkout -- {archive}` or delete it to download it again."
+            f"Could not unpack {archive} ({exc}): the archive is truncated or corrupt. {_restore_hint(archive)}"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def missing_files(raw_dir: Path, files: Mapping[str, str]) -> list[str]:
+def missing_files(raw_dir: Path, files: Iterable[str]) -> list[str]:
     """Names with neither the IDX file nor its .gz in `raw_dir`."""
     return [name for name in files if not (raw_dir / name).exists() and not (raw_dir / f"{name}.gz").exists()]
 
 
-def ensure_idx_files(raw_dir: Path, files: Mapping[str, str]) -> None:
-    """Make every IDX file in `files` (name -> MD5) present and verified, unpacking .gz files as needed."""
+def ensure_idx_files(
+    raw_dir: Path,
+    files: Mapping[str, str | None],
+    archive_md5s: Mapping[str, str] | None = None,
+) -> None:
+    """Make every IDX file in `files` present and verified, unpacking .gz files as needed.
+
+    `files` maps each name to the MD5 of the unpacked file, or None where only the MD5 of its .gz is
+    published (`archive_md5s`, name -> MD5 of `name.gz`): then the .gz is checked instead, and a file
+    unpacked from it is trusted once its IDX header matches its size (read_idx checks that).
+    """
+    archive_md5s = archive_md5s or {}
     for name, expected_md5 in files.items():
-        path = raw_dir / name
+        path, archive = raw_dir / name, raw_dir / f"{name}.gz"
+        archive_md5 = archive_md5s.get(name)
+        uses_archive = not path.exists() or expected_md5 is None
+        if archive_md5 is not None and uses_archive and archive.exists():
+            _check_archive(archive, archive_md5)
         if path.exists():
-            _check(path, expected_md5)
-        elif (raw_dir / f"{name}.gz").exists():
-            _decompress(raw_dir / f"{name}.gz", path, expected_md5)
+            if expected_md5 is not None:
+                _check(path, expected_md5)
+        elif archive.exists():
+            _decompress(archive, path, expected_md5)
         else:
             raise DataFileError(f"{path} (or {path.name}.gz) is missing.")
 

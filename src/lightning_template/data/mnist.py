@@ -1,16 +1,18 @@
-"""MNISTDataModule: find or unpack or download MNIST, verify it, split it, fit the standardization."""
+"""MNISTDataModule: find or unpack or download an MNIST-family dataset, verify it, split it, standardize it."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler
 
 from lightning_template.data.batches import (
     RandomDistortion,
@@ -36,6 +38,69 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 TRAIN_SIZE = 60_000
+TEST_SIZE = 10_000
+IDX_NAMES = tuple(MNIST_FILES)  # every dataset of the family uses these four file names
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """Where an MNIST-format dataset lives, how to check its files, and how torchvision downloads it."""
+
+    title: str  # in messages
+    folder: str  # files go to <data_dir>/<folder>/raw/, as torchvision's class of the same name puts them
+    source: str  # where to get the files by hand
+    # MD5 of each unpacked file (name -> MD5), where published; otherwise None and `archive_md5s` is used.
+    md5s: Mapping[str, str | None] = field(default_factory=lambda: dict.fromkeys(IDX_NAMES))
+    archive_md5s: Mapping[str, str] = field(default_factory=dict)  # name -> MD5 of name.gz
+    torchvision_class: str | None = None  # torchvision.datasets class that downloads it; None: no download
+    train_size: int = TRAIN_SIZE
+    test_size: int = TEST_SIZE
+
+
+# `data.dataset` chooses one. The .gz sums are those of torchvision's own classes (their `resources`).
+DATASETS: dict[str, IdxDataset] = {
+    "mnist": IdxDataset(
+        title="MNIST",
+        folder="MNIST",
+        source="the template's git repository ships them in data/MNIST/raw/",
+        md5s=MNIST_FILES,
+        torchvision_class="MNIST",
+    ),
+    "fashion_mnist": IdxDataset(
+        title="Fashion-MNIST",
+        folder="FashionMNIST",
+        source="https://github.com/zalandoresearch/fashion-mnist",
+        archive_md5s={
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        torchvision_class="FashionMNIST",
+    ),
+    "kmnist": IdxDataset(
+        title="Kuzushiji-MNIST",
+        folder="KMNIST",
+        source="https://github.com/rois-codh/kmnist",
+        archive_md5s={
+            "train-images-idx3-ubyte": "bdb82020997e1d708af4cf47b453dcf7",
+            "train-labels-idx1-ubyte": "e144d726b3acfaa3e44228e80efcd344",
+            "t10k-images-idx3-ubyte": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "t10k-labels-idx1-ubyte": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        torchvision_class="KMNIST",
+    ),
+}
+
+
+def dataset_spec(name: str) -> IdxDataset:
+    """The `DATASETS` entry for `data.dataset`, or a message listing the ones that exist."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ValueError(
+            f"data.dataset={name!r} is not a known dataset; choose one of {sorted(DATASETS)} "
+            "(or add an entry to DATASETS in lightning_template.data.mnist)."
+        )
+    return DATASETS[name]
 
 
 def resolve_val_split(val_split: int | float, train_size: int = TRAIN_SIZE) -> int:
@@ -58,7 +123,7 @@ def resolve_val_split(val_split: int | float, train_size: int = TRAIN_SIZE) -> i
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST held in memory as uint8 tensors; batches are standardized (and augmented) on the device."""
+    """An MNIST-family dataset held in memory as uint8; batches are standardized (and augmented) on the device."""
 
     def __init__(
         self,
@@ -73,9 +138,11 @@ class MNISTDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         download: bool = True,
         on_device: bool = False,
+        dataset: str = "mnist",
     ) -> None:
         super().__init__()
-        self.val_size = resolve_val_split(val_split)
+        self.dataset = dataset_spec(dataset)
+        self.val_size = resolve_val_split(val_split, self.dataset.train_size)
         for name, value in (
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),
@@ -110,60 +177,69 @@ class MNISTDataModule(L.LightningDataModule):
 
     @property
     def raw_dir(self) -> Path:
-        return self.data_dir / "MNIST" / "raw"
+        return self.data_dir / self.dataset.folder / "raw"
 
     def prepare_data(self) -> None:
-        missing = missing_files(self.raw_dir, MNIST_FILES)
+        missing = missing_files(self.raw_dir, self.dataset.md5s)
         if missing:
             self._download(missing)
-        ensure_idx_files(self.raw_dir, MNIST_FILES)
+        ensure_idx_files(self.raw_dir, self.dataset.md5s, self.dataset.archive_md5s)
 
     def _download(self, missing: list[str]) -> None:
+        spec = self.dataset
         put_here = (
-            f"Put the four MNIST files ({', '.join(f + '.gz' for f in MNIST_FILES)}) in {self.raw_dir} "
-            "(the template's git repository ships them in data/MNIST/raw/), or point data.data_dir at a "
-            "folder that holds MNIST/raw/."
+            f"Put the four {spec.title} files ({', '.join(f + '.gz' for f in spec.md5s)}) in {self.raw_dir} "
+            f"({spec.source}), or point data.data_dir at a folder that holds {spec.folder}/raw/."
         )
-        if not self.download:
+        if not self.download or spec.torchvision_class is None:
+            reason = "data.download=false" if not self.download else "torchvision cannot download it"
             raise DataFileError(
-                f"MNIST files {missing} are missing from {self.raw_dir} and data.download=false. {put_here}"
+                f"{spec.title} files {missing} are missing from {self.raw_dir} and {reason}. {put_here}"
             )
         log.warning(
-            "MNIST files %s are missing from %s: downloading them with torchvision.",
+            "%s files %s are missing from %s: downloading them with torchvision.",
+            spec.title,
             missing,
             self.raw_dir,
         )
         try:
-            from torchvision.datasets import MNIST
+            import torchvision.datasets
 
-            MNIST(str(self.data_dir), train=True, download=True)
+            download_class = getattr(torchvision.datasets, spec.torchvision_class)
+            download_class(str(self.data_dir), train=True, download=True)
         except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError... when offline
+            reason = " ".join(str(exc).split())  # one paragraph: torchvision's message spans several lines
             raise DataFileError(
-                f"Downloading MNIST into {self.raw_dir} failed ({exc}); this machine may be offline. {put_here}"
+                f"Downloading {spec.title} into {self.raw_dir} failed ({reason}); this machine may be offline. {put_here}"
             ) from exc
 
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:
             return
-        if any(not (self.raw_dir / name).exists() for name in MNIST_FILES):
-            ensure_idx_files(self.raw_dir, MNIST_FILES)  # setup() called without prepare_data()
+        spec = self.dataset
+        if any(not (self.raw_dir / name).exists() for name in spec.md5s):  # setup() without prepare_data()
+            ensure_idx_files(self.raw_dir, spec.md5s, spec.archive_md5s)
         images = read_idx(self.raw_dir / "train-images-idx3-ubyte").unsqueeze(1)  # (N, 1, 28, 28)
         labels = read_idx(self.raw_dir / "train-labels-idx1-ubyte").long()
-        if len(images) != TRAIN_SIZE or len(labels) != TRAIN_SIZE:
-            raise DataFileError(
-                f"Expected {TRAIN_SIZE} training images and labels in {self.raw_dir}, found {len(images)} and {len(labels)}."
-            )
-        order = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.seed))
+        test_images = read_idx(self.raw_dir / "t10k-images-idx3-ubyte").unsqueeze(1)
+        test_labels = read_idx(self.raw_dir / "t10k-labels-idx1-ubyte").long()
+        for split, found, expected in (
+            ("training", (len(images), len(labels)), spec.train_size),
+            ("test", (len(test_images), len(test_labels)), spec.test_size),
+        ):
+            if found != (expected, expected):
+                raise DataFileError(
+                    f"Expected {expected} {split} images and labels of {spec.title} in {self.raw_dir}, "
+                    f"found {found[0]} and {found[1]}."
+                )
+        order = torch.randperm(spec.train_size, generator=torch.Generator().manual_seed(self.seed))
         self.val_indices, self.train_indices = (
             order[: self.val_size],
             order[self.val_size :],
         )
         self.data_train = TensorBatchDataset(images[self.train_indices], labels[self.train_indices])
         self.data_val = TensorBatchDataset(images[self.val_indices], labels[self.val_indices])
-        self.data_test = TensorBatchDataset(
-            read_idx(self.raw_dir / "t10k-images-idx3-ubyte").unsqueeze(1),
-            read_idx(self.raw_dir / "t10k-labels-idx1-ubyte").long(),
-        )
+        self.data_test = TensorBatchDataset(test_images, test_labels)
         # Fitted on the training split only; a checkpoint's statistics replace these in load_state_dict.
         self.standardizer.fit(self.data_train.images)
         if self.on_device and self.trainer is not None:
@@ -183,7 +259,13 @@ class MNISTDataModule(L.LightningDataModule):
         # Every loader has its own generator, so creating one never draws from the global RNG that
         # dropout and augmentation use (which would make a resumed run draw differently).
         generator = torch.Generator().manual_seed(self.seed)
-        sampler = ResumableRandomSampler(dataset, generator) if shuffle else None
+        sampler: Sampler[int] | None = ResumableRandomSampler(dataset, generator) if shuffle else None
+        if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads the shards to equal length by repeating images,
+            # which would count those twice in val/test metrics whenever the processes don't divide the set.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,
