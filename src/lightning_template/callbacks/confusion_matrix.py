@@ -47,7 +47,7 @@ class ConfusionMatrixFigure(EpochLevelCallback):
 
     def _publish(self, stage: str, trainer: L.Trainer) -> None:
         metric = self._metrics.get(stage)
-        if metric is None or not metric.update_count:
+        if metric is None or not metric.update_called:
             return
         counts = metric.compute().cpu()  # every process takes part: the states are summed across them
         metric.reset()
