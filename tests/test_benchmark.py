@@ -39,4 +39,5 @@ def test_benchmark_reports_every_row(tmp_path: Path, mnist_dir: Path) -> None:
         assert row["plain_epoch_s"]["n"] == 3
         assert row["ratio"] > 0
     assert data["startup_to_first_step_s"] > 0
+    assert data["rows"][0]["test_figures_s"] > 0
     assert "plain PyTorch loop" in result.stdout

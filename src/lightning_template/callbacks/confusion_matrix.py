@@ -45,20 +45,23 @@ class ConfusionMatrixFigure(EpochLevelCallback):
             self._metrics[stage] = metric
         metric.update(preds, targets)
 
-    def _publish(self, stage: str, trainer: L.Trainer) -> None:
+    def _collect(self, stage: str) -> None:
         metric = self._metrics.get(stage)
         if metric is None or not metric.update_called:
             return
-        counts = metric.compute().cpu()  # every process takes part: the states are summed across them
+        self.matrices[stage] = metric.compute().cpu()  # every process takes part: states are summed
         metric.reset()
-        self.matrices[stage] = counts
-        if trainer.is_global_zero:
-            title = {"val": "Validation", "test": "Test"}[stage]
-            figure = confusion_figure(counts, f"{title}: {int(counts.sum())} images")
-            for logger in tensorboard_loggers(trainer):
-                logger.experiment.add_figure(
-                    f"{stage}/confusion_matrix", figure, global_step=trainer.global_step, close=False
-                )
+
+    def _draw(self, stage: str, trainer: L.Trainer) -> None:
+        counts = self.matrices.get(stage)
+        if counts is None or not trainer.is_global_zero:
+            return
+        title = {"val": "Validation", "test": "Test"}[stage]
+        figure = confusion_figure(counts, f"{title}: {int(counts.sum())} images")
+        for logger in tensorboard_loggers(trainer):
+            logger.experiment.add_figure(
+                f"{stage}/confusion_matrix", figure, global_step=trainer.global_step, close=False
+            )
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "val" in self._metrics:
@@ -77,9 +80,11 @@ class ConfusionMatrixFigure(EpochLevelCallback):
             self._update("val", trainer, outputs, batch)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._publish("val", trainer)
+        self._collect("val")
+        self._draw("val", trainer)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.matrices.pop("test", None)
         if "test" in self._metrics:
             self._metrics["test"].reset()
 
@@ -95,7 +100,11 @@ class ConfusionMatrixFigure(EpochLevelCallback):
         self._update("test", trainer, outputs, batch)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._publish("test", trainer)
+        self._collect("test")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Drawn after the test loop (matplotlib takes about 0.3 s), once the metrics are logged.
+        self._draw("test", trainer)
 
 
 def confusion_figure(counts: torch.Tensor, title: str) -> Figure:

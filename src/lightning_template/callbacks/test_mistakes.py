@@ -44,10 +44,12 @@ class ConfidentMistakesGrid(EpochLevelCallback):
         self.columns = columns
         self.scale = scale
         self._best: dict[str, torch.Tensor] | None = None
+        self._images: torch.Tensor | None = None
         self.mistakes: dict[str, torch.Tensor] = {}
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._best = None
+        self._images = None
 
     def on_test_batch_end(
         self,
@@ -83,8 +85,14 @@ class ConfidentMistakesGrid(EpochLevelCallback):
             keep = best["confidence"] >= 0
             best = {name: t[keep] for name, t in best.items()}
         self.mistakes = {name: t.cpu() for name, t in best.items() if name != "image"}
-        if not trainer.is_global_zero or not len(best["pred"]):
+        self._images = best["image"].cpu()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Drawn after the test loop, from what on_test_epoch_end gathered.
+        images, self._images = self._images, None
+        if images is None or not trainer.is_global_zero or not len(images):
             return
+        best = self.mistakes
         captions = [
             f"p:{p} t:{t} {round(100 * c)}%"
             for p, t, c in zip(
@@ -92,7 +100,7 @@ class ConfidentMistakesGrid(EpochLevelCallback):
             )
         ]
         wrong = [False] * len(captions)
-        grid = labelled_grid(unit_range(best["image"], trainer), captions, wrong, self.columns, self.scale)
+        grid = labelled_grid(unit_range(images, trainer), captions, wrong, self.columns, self.scale)
         log_image(trainer, "test/mistakes", grid)
 
 
