@@ -4,8 +4,6 @@ subprocess launcher, alone and inside a `-m` multirun."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import types
 from collections.abc import Callable
@@ -17,7 +15,6 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict, read_write
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DistributedSampler
 
 from lightning_template.distributed import job_process_command
@@ -26,33 +23,14 @@ from lightning_template.eval import evaluate
 from lightning_template.runtime import load_classifier
 from lightning_template.train import build_run
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.train_cli import last_scalar, train_cli
+
 DDP = ["trainer=ddp_cpu", "trainer.devices=2", "callbacks.rich_progress_bar=null"]
-
-
-def _train_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    # PYTHONPATH: the processes import tests.sample_recorder when a test adds it as a callback.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    env.pop("PROJECT_ROOT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_template.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,  # a process waiting for a peer that never comes would otherwise hang the suite
-    )
 
 
 def _event_pids(run_dir: Path) -> set[str]:
     # events.out.tfevents.<time>.<host>.<pid>.<n>: the process that wrote each file.
     return {path.name.split(".")[-2] for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")}
-
-
-def _last_scalar(run_dir: Path, tag: str) -> float:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    events.Reload()
-    return events.Scalars(tag)[-1].value
 
 
 def _dirs_named(root: Path, name: str) -> list[Path]:
@@ -65,7 +43,7 @@ def test_two_cpu_processes_split_the_data_and_write_one_run(
     tmp_path: Path, mnist_dir: Path, make_cfg: Callable[..., DictConfig]
 ) -> None:
     samples = tmp_path / "samples"
-    result = _train_cli(
+    result = train_cli(
         [
             *DDP,
             f"paths.data_dir={mnist_dir}",
@@ -107,18 +85,18 @@ def test_two_cpu_processes_split_the_data_and_write_one_run(
     # checkpoint finds the same numbers.
     (best,) = (run / "checkpoints").glob("epoch_*.ckpt")
     eval_cfg = make_cfg("eval", [f"ckpt_path={best}", "logger=none", "trainer.accelerator=cpu"])
-    assert evaluate(eval_cfg)["test/acc"] == pytest.approx(_last_scalar(run, "test/acc"), abs=1e-6)
+    assert evaluate(eval_cfg)["test/acc"] == pytest.approx(last_scalar(run, "test/acc"), abs=1e-6)
     single = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     (validated,) = single.validate(
         load_classifier(best), datamodule=instantiate(eval_cfg.data), ckpt_path=best, weights_only=True
     )
     # val/acc_best is what train() returns to sweepers (optimized_metric).
-    assert validated["val/acc"] == pytest.approx(_last_scalar(run, "val/acc_best"), abs=1e-6)
+    assert validated["val/acc"] == pytest.approx(last_scalar(run, "val/acc_best"), abs=1e-6)
 
 
 @pytest.mark.slow
 def test_ddp_jobs_of_a_multirun_write_one_directory_each(tmp_path: Path, mnist_dir: Path) -> None:
-    result = _train_cli(
+    result = train_cli(
         ["-m", "optimizer.lr=0.01,0.001", *DDP, "debug=fast", f"paths.data_dir={mnist_dir}"], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_module
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.train_cli import last_scalar, train_cli
+
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null"]
-
-
-def _train_cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    # PYTHONPATH: the jobs import tests.rendezvous when a test adds it as a callback.
-    env = {**os.environ, **(env or {})}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env.pop("PROJECT_ROOT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_template.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def _last_scalar(run_dir: Path, tag: str) -> float:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    events.Reload()
-    return events.Scalars(tag)[-1].value
 
 
 @pytest.mark.slow
 def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
-    result = _train_cli(
+    result = train_cli(
         [
             "-m",
             "hparams_search=optuna",
@@ -67,7 +42,7 @@ def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -
     # The best value is the best val/acc_best any trial logged (what train() returned to the sweeper).
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == searched
-    best = max(_last_scalar(trial, "val/acc_best") for trial in trials)
+    best = max(last_scalar(trial, "val/acc_best") for trial in trials)
     assert results["best_value"] == pytest.approx(best, abs=1e-6)
     assert f"Best value: {results['best_value']}" in result.stdout + result.stderr
 
@@ -75,7 +50,7 @@ def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -
 @pytest.mark.slow
 def test_joblib_runs_the_jobs_of_a_sweep_at_the_same_time(tmp_path: Path, mnist_dir: Path) -> None:
     meeting = tmp_path / "meeting"
-    result = _train_cli(
+    result = train_cli(
         [
             "-m",
             "hydra/launcher=joblib",
@@ -126,7 +101,7 @@ def test_slurm_launcher_follows_the_trainer(tmp_path: Path) -> None:
 
 
 def test_slurm_launcher_config_prints_without_a_cluster(tmp_path: Path) -> None:
-    result = _train_cli([*SLURM_2X8, "hydra.launcher.partition=gpu", "--cfg", "hydra"], cwd=tmp_path)
+    result = train_cli([*SLURM_2X8, "hydra.launcher.partition=gpu", "--cfg", "hydra"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 240
@@ -145,7 +120,7 @@ def test_slurm_sweep_submits_one_task_per_gpu(tmp_path: Path) -> None:
     for name, text in stubs.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    result = _train_cli(
+    result = train_cli(
         ["-m", *SLURM_2X8, "hydra.launcher.partition=gpu", "optimizer.lr=0.01,0.001"],
         cwd=tmp_path,
         env={"PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]])},

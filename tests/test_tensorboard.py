@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from lightning_template.callbacks.test_mistakes import most_confident_mistakes
+from lightning_template.callbacks.test_mistakes import ConfidentMistakesGrid, most_confident_mistakes
+from lightning_template.callbacks.validation_predictions import ValidationPredictionGrid
 from lightning_template.runtime import print_summary
 from lightning_template.train import train
 
@@ -152,3 +154,25 @@ def test_tensorboard_callbacks_stay_out_of_the_training_step(make_cfg: Callable[
     ours = [c for c in callbacks if isinstance(c, EpochLevelCallback)]
     assert len(ours) >= 6
     assert all(getattr(c, hook) is None for c in ours for hook in TRAINING_BATCH_HOOKS)
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (
+            lambda: ValidationPredictionGrid(num_images=0),
+            "ValidationPredictionGrid num_images must be a positive integer, got 0",
+        ),
+        (
+            lambda: ValidationPredictionGrid(every_n_epochs=True),
+            "every_n_epochs must be a positive integer, got True",
+        ),
+        (
+            lambda: ConfidentMistakesGrid(columns=-2),
+            "ConfidentMistakesGrid columns must be a positive integer, got -2",
+        ),
+    ],
+)
+def test_image_grids_refuse_bad_sizes_by_name(make: Callable[[], Any], needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        make()
