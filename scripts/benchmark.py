@@ -1,416 +1,323 @@
 #!/usr/bin/env python
-"""How close the template's training loop is to a plain PyTorch loop on the same data, model and batch.
+"""How close the template's training loop is to Lightning's bare loop and to a plain PyTorch loop.
 
-Every row trains the same network on the same in-memory tensors with the same optimizer and batch
-size. Each template epoch is followed by one epoch of a plain PyTorch loop written below (the floor
-on this machine), so the two alternate (A B A B ...) and share whatever the machine is doing. The
-rows add the template's features one at a time, so the table shows where the difference goes.
+Every row trains the same network with the same optimizer and batch size on the datamodule's own
+tensors. After each of a row's epochs, one epoch of the plain PyTorch loop below runs (A B A B ...),
+so each row has its own floor, measured in the same minutes. Since the machine's speed drifts, a
+row's ratio to the bare Lightning loop is taken between the two rows' ratios to their plain epochs.
 
-    make bench                                   # default config, batch 128, CPU
-    python scripts/benchmark.py --batch-size 256 --model 256,128 --epochs 5
+Start-up (process start to the first training step, against a bare `import lightning`) and the
+full default run (`python -m lightning_template.train`: 10 epochs + test) are timed in fresh processes.
+
+    make bench                                   # default config, batch 128
+    python scripts/benchmark.py --batch-size 256 --epochs 5
     python scripts/benchmark.py --device cuda    # when a GPU is present
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+
+import lightning_template.train as template
+from lightning_template.data.mnist import MNISTDataModule
 
 
-def _process_start() -> float:
-    """Wall-clock time this process started (Linux: from /proc), else now."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, StopIteration):
-        return time.time()
-
-
-PROCESS_START = _process_start()
-
-import argparse  # noqa: E402  (imports are part of the start-up being measured)
-import json  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from lightning_template.data.mnist import TRAIN_SIZE, MNISTDataModule, resolve_val_split  # noqa: E402
-from lightning_template.runtime import silence_known_noise  # noqa: E402
-from lightning_template.train import build_run  # noqa: E402
+def now(device: torch.device) -> float:
+    """perf_counter once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 class PlainLoop:
-    """The floor: a hand-written loop over the datamodule's own tensors, with the template's network,
-    optimizer, batch size, device transfer and standardization."""
+    """The floor: a hand-written loop with the config's network, optimizer and batch size, over the
+    datamodule's tensors, standardized with its mean and std."""
 
-    def __init__(self, cfg: DictConfig, datamodule: MNISTDataModule, device: torch.device) -> None:
-        assert datamodule.data_train is not None
-        self.images = datamodule.data_train.images
-        self.labels = datamodule.data_train.labels
-        self.standardize = datamodule.standardizer
-        self.batch_size = int(cfg.data.batch_size)
-        self.device = device
+    def __init__(self, cfg: DictConfig, datamodule: Any, device: torch.device, limit: int | None) -> None:
+        self.images, self.labels = datamodule.data_train.tensors
+        self.mean, self.std = datamodule.mean.to(device), datamodule.std.to(device)
         self.net = instantiate(cfg.model.net).to(device)
         self.optimizer = instantiate(cfg.optimizer)(self.net.parameters())
+        self.batch_size, self.device, self.limit = int(cfg.data.batch_size), device, limit
         self.generator = torch.Generator().manual_seed(0)
 
-    def epoch(self, limit_batches: int | None = None) -> float:
-        start = time.perf_counter()
-        self.net.train()
+    def epoch(self) -> float:
+        start = now(self.device)
         order = torch.randperm(len(self.labels), generator=self.generator)
-        for index in order.split(self.batch_size)[:limit_batches]:
-            x = self.images[index].to(self.device, non_blocking=True)
-            y = self.labels[index].to(self.device, non_blocking=True)
-            loss = F.cross_entropy(self.net(self.standardize(x.float())), y)
+        for index in order.split(self.batch_size)[: self.limit]:
+            images = self.images[index].to(self.device, non_blocking=True)
+            labels = self.labels[index].to(self.device, non_blocking=True)
+            loss = F.cross_entropy(self.net((images.float() - self.mean) / self.std), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        _sync(self.device)
-        return time.perf_counter() - start
+        return now(self.device) - start
 
 
 class BareModule(L.LightningModule):
-    """Lightning with nothing on top: no metrics, no self.log."""
+    """Lightning with nothing on top: the same network, standardization and optimizer; no metrics, no logging."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        self.net = instantiate(cfg.model.net)
-        self.optimizer_factory = instantiate(cfg.optimizer)
+        self.net, self.optimizer_factory = instantiate(cfg.model.net), instantiate(cfg.optimizer)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
+        images, labels = batch
+        return F.cross_entropy(self.net((images.float() - self.mean) / self.std), labels)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
 
 
-@dataclass
-class Measurements:
-    template: list[float] = field(default_factory=list)  # training batches of an epoch
-    plain: list[float] = field(default_factory=list)
-    validation: list[float] = field(default_factory=list)
-    first_step_at: float | None = None
-
-
 class Clock(L.Callback):
-    """Times each epoch's training batches and validation pass, then runs one plain epoch."""
+    """Times each epoch's training batches, then runs one plain epoch; times each validation and test pass."""
 
-    def __init__(self, out: Measurements, device: torch.device, limit: int | None) -> None:
-        self.out, self.device, self.limit = out, device, limit
-        self.plain: PlainLoop | None = None  # set once the run's datamodule holds its tensors
-        self.batch_start = self.last_end = self.val_start = 0.0
+    def __init__(self, cfg: DictConfig, device: torch.device, limit: int | None) -> None:
+        self.cfg, self.device, self.limit = cfg, device, limit
+        self.seconds: dict[str, list[float]] = {"epoch": [], "plain": [], "validation": [], "test": []}
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if batch_idx == 0:
-            _sync(self.device)
-            self.batch_start = time.perf_counter()
-            if self.out.first_step_at is None:
-                self.out.first_step_at = time.time()
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # after the datamodule's setup: its tensors are there
+            self.plain = PlainLoop(self.cfg, trainer.datamodule, self.device, self.limit)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.last_end = time.perf_counter()
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if args[-1] == 0:  # batch_idx
+            self.start = now(self.device)
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(self.device)
-        self.val_start = time.perf_counter()
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(self.device)
-        if not trainer.sanity_checking:
-            self.out.validation.append(time.perf_counter() - self.val_start)
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if args[-1] + 1 == trainer.num_training_batches:  # the last one: validation comes next
+            self.seconds["epoch"].append(now(self.device) - self.start)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(self.device)
-        self.out.template.append(self.last_end - self.batch_start)
-        assert self.plain is not None
-        self.out.plain.append(self.plain.epoch(self.limit))
+        self.seconds["plain"].append(self.plain.epoch())
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.pass_start = now(self.device)
 
-class TestClock(L.Callback):
-    """Times the test loop (batches and metrics), and separately the figures drawn after it."""
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # before the checkpoint is saved (checkpoint callbacks go last)
+            self.seconds["validation"].append(now(self.device) - self.pass_start)
 
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self.figure_seconds: list[float] = []
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.end = time.perf_counter()
-        self.seconds.append(self.end - self.start)
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.pass_start = now(self.device)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs after the template's callbacks (extra callbacks come last): their confusion matrix and
-        # mistakes grid are drawn by now.
-        self.figure_seconds.append(time.perf_counter() - self.end)
+        self.seconds["test"].append(now(self.device) - self.pass_start)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+QUIET = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+# name: (module, keep the logger, keep the callbacks)
+ROWS = {
+    "Lightning, bare loop": ("bare", False, False),
+    "+ ClassifierModule (metrics, logging)": ("template", False, False),
+    "+ TensorBoard logger": ("template", True, False),
+    "template, default config": ("template", True, True),
+}
 
 
-# Each row: (name, config overrides, use BareModule). The first row is the template's default
-# config; it runs first so that its first step also gives the start-up time.
-QUIET = ["+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
-# The default callbacks that only draw and time (TensorBoard images and graph, curves.png, epoch speed).
-STORY_CALLBACKS = (
-    "epoch_speed",
-    "learning_curves",
-    "validation_predictions",
-    "test_mistakes",
-    "confusion_matrix",
-    "model_graph",
-)
-ROWS: list[tuple[str, list[str], bool]] = [
-    ("template, default config (+ TensorBoard images, graph, curves.png, epoch speed)", [], False),
-    (
-        "Lightning, bare loop",
-        ["logger=none", "callbacks=none", "+trainer.enable_checkpointing=false", *QUIET],
-        True,
-    ),
-    (
-        "+ ClassifierModule metrics/logging",
-        ["logger=none", "callbacks=none", "+trainer.enable_checkpointing=false", *QUIET],
-        False,
-    ),
-    ("+ TensorBoard logger", ["callbacks=none", "+trainer.enable_checkpointing=false", *QUIET], False),
-    (
-        "+ rich progress bar",
-        [
-            "callbacks=none",
-            "+callbacks.rich_progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
-            "+callbacks.rich_progress_bar.refresh_rate=10",
-            "+trainer.enable_checkpointing=false",
-            "+trainer.enable_model_summary=false",
-        ],
-        False,
-    ),
-    (
-        "+ checkpointing, model summary, LR monitor, interrupt/RNG state",
-        [f"callbacks.{name}=null" for name in STORY_CALLBACKS],
-        False,
-    ),
-]
-
-
-def compose_cfg(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    with initialize_config_module("lightning_template.conf", version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
-
-
-def run_row(
-    name: str, overrides: list[str], bare: bool, args: argparse.Namespace, workdir: Path
-) -> tuple[Measurements, DictConfig, TestClock]:
+def run_row(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, list[float]]:
+    module, keep_logger, keep_callbacks = ROWS[name]
     device = torch.device(args.device)
-    common = [
-        f"trainer.max_epochs={args.epochs}",
-        f"data.batch_size={args.batch_size}",
-        f"model.net.hidden_sizes=[{args.model}]",
-        f"paths.data_dir={args.data_dir}",
-        "trainer.accelerator=" + ("gpu" if device.type == "cuda" else "cpu"),
-        "data.pin_memory=" + ("true" if device.type == "cuda" else "false"),
-    ]
-    if args.limit_batches:
-        common += [
-            f"+trainer.limit_train_batches={args.limit_batches}",
-            f"+trainer.limit_val_batches={args.limit_batches}",
-        ]
     slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-    cfg = compose_cfg([*common, *overrides], workdir / slug)
-    out = Measurements()
-    clock, tests = Clock(out, device, args.limit_batches), TestClock()
-    run = build_run(cfg, extra_callbacks=[clock, tests])
-    datamodule = run.datamodule
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # fit() reuses these tensors, so both loops train on the same ones
-    clock.plain = PlainLoop(cfg, datamodule, device)
-    model = BareModule(cfg) if bare else run.model
-    if bare:
-        run.trainer.limit_val_batches = 0
-    run.trainer.fit(model, datamodule=datamodule)
-    if not bare and name.startswith("template"):
-        run.trainer.test(model, datamodule=datamodule, verbose=False)
-    return out, cfg, tests
+    overrides = [
+        f"paths.output_dir={workdir / slug}",
+        f"paths.log_dir={workdir / 'logs'}",
+        f"paths.data_dir={args.data_dir}",
+        f"trainer.max_epochs={args.epochs}",
+        f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+        f"data.batch_size={args.batch_size}",
+        f"data.pin_memory={str(device.type == 'cuda').lower()}",
+    ]
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        if args.limit_batches:
+            for stage in ("train", "val", "test"):
+                cfg.trainer[f"limit_{stage}_batches"] = args.limit_batches
+        if not keep_logger:
+            cfg.logger = None
+        if not keep_callbacks:  # whatever entries the config has today
+            cfg.callbacks = dict.fromkeys(cfg.get("callbacks") or {})
+            cfg.trainer.update(QUIET)
+            cfg.test = False
+    clock = Clock(cfg, device, args.limit_batches)
+    if module == "bare":
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        trainer = template.build_trainer(cfg, callbacks=[clock], limit_val_batches=0)
+        trainer.fit(BareModule(cfg, datamodule.mean, datamodule.std), datamodule=datamodule)
+        return clock.seconds
+    trainers, build = [], template.build_trainer
+
+    def with_clock(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+        trainers.append(build(cfg, **{**kwargs, "callbacks": [*kwargs.get("callbacks", []), clock]}))
+        return trainers[-1]
+
+    with mock.patch.object(template, "build_trainer", with_clock):
+        template.train(cfg)  # test included when the config says so
+    for _ in range(args.epochs - 1 if cfg.test else 0):  # more test passes, for a median
+        trainers[0].test(trainers[0].lightning_module, datamodule=trainers[0].datamodule, verbose=False)
+    return clock.seconds
 
 
-def summarize(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-# Runs the entry point in a fresh interpreter and reports that process's own peak RSS (VmHWM), which,
-# unlike getrusage(RUSAGE_CHILDREN), does not count the pages of this benchmark process it forked from.
-_FULL_RUN = """
-import atexit, runpy, sys
-def _peak():
+# A fresh interpreter: `import lightning` alone, or `python -m lightning_template.train` that reports
+# its first training step (and stops there with --first-step), or its peak RSS (VmHWM) when it ends.
+CHILD = """
+import os, sys, time
+mode = sys.argv[1]
+def since_start():
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # start time, clock ticks since boot
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+if mode == "--import":
+    import lightning
+    print("BENCH", since_start())
+    sys.exit()
+import runpy
+import lightning as L
+class FirstStep(L.Callback):
+    def on_train_batch_start(self, *args):
+        print("BENCH", since_start(), flush=True)
+        if mode == "--first-step": os._exit(0)
+sys.argv = ["lightning_template.train", *sys.argv[2:], "+callbacks.bench_first_step._target_=__main__.FirstStep"]
+try:
+    runpy.run_module("lightning_template.train", run_name="__main__")
+finally:
     with open("/proc/self/status") as f:
-        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    print(f"PEAK_RSS_KB {kb}", file=sys.stderr)
-atexit.register(_peak)
-sys.argv = ["lightning_template.train", *sys.argv[1:]]
-runpy.run_module("lightning_template.train", run_name="__main__")
+        print("BENCH", next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024)
 """
 
 
-def full_run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    """The default `make train` (10 epochs + test) in a fresh process: wall time and peak RSS."""
-    command = [
-        sys.executable,
-        "-c",
-        _FULL_RUN,
-        f"paths.data_dir={args.data_dir}",
-        f"hydra.run.dir={workdir / 'full_run'}",
-    ]
+def child(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[float, list[float]]:
+    """Run CHILD in `mode`: its wall seconds and the numbers it printed."""
+    overrides = [f"paths.data_dir={args.data_dir}", f"paths.log_dir={workdir / 'logs'}"]
     start = time.perf_counter()
-    result = subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, *overrides], capture_output=True, text=True, check=True
+    )
     wall = time.perf_counter() - start
-    peak = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
-    return {"wall_s": wall, "peak_rss_mb": int(peak[-1]) / 1024 if peak else float("nan")}
+    return wall, [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("BENCH")]
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--epochs", type=int, default=3, help="epochs per row, each followed by a plain epoch (>= 3)"
-    )
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per row, each followed by a plain one")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--model", default="64,32", help="hidden sizes of the MLP, comma separated")
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
     )
     parser.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/")
     parser.add_argument("--out", default="logs/bench", help="where the JSON report goes")
-    parser.add_argument("--no-full-run", action="store_true", help="skip the timed `make train` subprocess")
-    parser.add_argument(
-        "--limit-batches", type=int, default=None, help="train only this many batches per epoch (smoke test)"
-    )
+    parser.add_argument("--no-full-run", action="store_true", help="skip the timed default run")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing (6 processes)")
+    parser.add_argument("--limit-batches", type=int, help="batches per epoch and pass (smoke test)")
     args = parser.parse_args(argv)
     if args.epochs < 3:
-        parser.error(f"--epochs {args.epochs}: need at least 3 epochs for a median and a range")
+        parser.error("--epochs: at least 3, for a median")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible")
-    silence_known_noise()
     MNISTDataModule(data_dir=args.data_dir).prepare_data()
 
-    results: dict[str, Any] = {"rows": []}
+    results: dict[str, Any] = {"rows": {}}
     with tempfile.TemporaryDirectory(prefix="lt-bench-") as tmp:
-        workdir = Path(tmp)
-        all_plain: list[float] = []
-        for name, overrides, bare in ROWS:
-            out, cfg, tests = run_row(name, overrides, bare, args, workdir)
-            all_plain += out.plain
-            row: dict[str, Any] = {
-                "name": name,
-                "epoch_s": summarize(out.template),
-                "plain_epoch_s": summarize(out.plain),
-                "ratio": statistics.median(out.template) / statistics.median(out.plain),
-                "samples_per_s": samples_per_epoch(cfg, args.limit_batches) / statistics.median(out.template),
-            }
-            if out.validation:
-                row["validation_s"] = summarize(out.validation)
-            if tests.seconds:
-                row["test_s"] = min(tests.seconds)
-                row["test_figures_s"] = min(tests.figure_seconds)
-            if out.first_step_at is not None and name.startswith("template"):
-                results["startup_to_first_step_s"] = out.first_step_at - PROCESS_START
-            results["rows"].append(row)
-        results["plain"] = summarize(all_plain)
-        results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for name in ROWS:
+            seconds = run_row(name, args, Path(tmp))
+            ratios = [epoch / plain for epoch, plain in zip(seconds["epoch"], seconds["plain"], strict=True)]
+            results["rows"][name] = {**seconds, "x_plain": statistics.median(ratios)}
+        if not args.no_startup:
+            startup: dict[str, list[float]] = {"import lightning": [], "first training step": []}
+            for _ in range(3):
+                startup["import lightning"] += child("--import", args, Path(tmp))[1]
+                startup["first training step"] += child("--first-step", args, Path(tmp))[1]
+            results["startup_s"] = startup
         if not args.no_full_run:
-            results["full_default_run"] = full_run(args, workdir)
+            wall, (_, peak_mb) = child("--full", args, Path(tmp))
+            results["full_run"] = {"wall_s": wall, "peak_rss_mb": peak_mb}
+    bare = results["rows"]["Lightning, bare loop"]["x_plain"]
+    for row in results["rows"].values():
+        row["x_bare"] = row["x_plain"] / bare
+    device = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
     results["setup"] = {
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "torch_threads": torch.get_num_threads(),
-        "batch_size": args.batch_size,
-        "model": f"784-{args.model.replace(',', '-')}-10",
-        "epochs_per_row": args.epochs,
-        "limit_batches": args.limit_batches,
+        **vars(args),
+        "device_name": device,
         "torch": torch.__version__,
         "lightning": L.__version__,
-        "cpu_count": os.cpu_count(),
     }
     report(results)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"bench_{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    path = Path(args.out) / f"bench_{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     path.write_text(json.dumps(results, indent=2))
-    _console().print(f"Written to {path}", soft_wrap=True)
+    console().print(f"Written to {path}", soft_wrap=True)
     return results
 
 
-def samples_per_epoch(cfg: DictConfig, limit_batches: int | None) -> int:
-    samples = TRAIN_SIZE - resolve_val_split(cfg.data.val_split)
-    return min(samples, limit_batches * int(cfg.data.batch_size)) if limit_batches else samples
-
-
-def _console() -> Console:
-    """A console wide enough for the table even when the output goes to a file or a pipe."""
-    console = Console()
-    return console if console.is_terminal else Console(width=150)
+def console() -> Console:
+    """Wide enough for the table also when the output goes to a file or a pipe."""
+    return Console() if Console().is_terminal else Console(width=150)
 
 
 def report(results: dict[str, Any]) -> None:
-    setup = results["setup"]
+    setup, rows, median = results["setup"], results["rows"], statistics.median
     table = Table(
-        title=f"Training epoch, {setup['model']} MLP, batch {setup['batch_size']}, {setup['device']}, "
-        f"{setup['torch_threads']} torch threads (median \\[min-max] of {setup['epochs_per_row']} epochs)",
+        title=f"Training epoch (validation excluded), batch {setup['batch_size']}, {setup['device_name']}: "
+        f"median \\[min-max] of {setup['epochs']} epochs",
         title_justify="left",
     )
-    for column in ("loop", "epoch s", "x plain", "samples/s", "validation s", "test s"):
+    for column in ("loop", "epoch s", "x bare", "x plain", "validation s", "test s"):
         table.add_column(column, justify="left" if column == "loop" else "right")
-    fmt: Callable[[dict[str, float]], str] = lambda s: f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]"  # noqa: E731
-    table.add_row("plain PyTorch loop (floor)", fmt(results["plain"]), "1.00", "", "", "")
-    for row in results["rows"][1:] + results["rows"][:1]:
-        table.add_row(
-            row["name"],
-            fmt(row["epoch_s"]),
-            f"{row['ratio']:.2f}",
-            f"{row['samples_per_s']:,.0f}",
-            f"{row['validation_s']['median']:.3f}" if "validation_s" in row else "",
-            f"{row['test_s']:.3f}" if "test_s" in row else "",
-        )
-    console = _console()
-    console.print(table)
-    console.print(
-        f"start-up to first training step: {results.get('startup_to_first_step_s', float('nan')):.2f} s"
+    plain = [s for row in rows.values() for s in row["plain"]]
+    span = lambda s: f"{median(s):.3f} [{min(s):.3f}-{max(s):.3f}]" if s else ""  # noqa: E731
+    bare = rows["Lightning, bare loop"]["x_plain"]
+    table.add_row("plain PyTorch loop (floor)", span(plain), f"{1 / bare:.2f}", "1.00", "", "")
+    for name, row in rows.items():
+        ratios = f"{row['x_bare']:.2f}", f"{row['x_plain']:.2f}"
+        table.add_row(name, span(row["epoch"]), *ratios, span(row["validation"]), span(row["test"]))
+    out = console()
+    out.print(table)
+    default = rows["template, default config"]
+    out.print(f"default config / bare Lightning loop: {default['x_bare']:.2f} (target <= 1.25)")
+    out.print(
+        f"default config: validation pass {median(default['validation']):.3f} s, test pass "
+        f"{median(default['test']):.3f} s (median; target <= 0.05 s each)"
     )
-    default = results["rows"][0]
-    if "test_figures_s" in default:
-        console.print(
-            f"test-time figures after the test loop (confusion matrix, mistakes grid): "
-            f"{default['test_figures_s']:.3f} s"
+    if "startup_s" in results:
+        first, bare_import = (
+            median(results["startup_s"][key]) for key in ("first training step", "import lightning")
         )
-    console.print(f"peak RSS of this benchmark process: {results['peak_rss_mb']:.0f} MB")
-    if "full_default_run" in results:
-        full = results["full_default_run"]
-        console.print(
-            f"default run (10 epochs + test, fresh process): {full['wall_s']:.1f} s wall, "
-            f"peak RSS {full['peak_rss_mb']:.0f} MB"
+        out.print(
+            f"start-up, fresh process: first training step {first:.2f} s, `import lightning` {bare_import:.2f} s, "
+            f"difference {first - bare_import:.2f} s (target <= 0.5 s; medians of 3)"
+        )
+    if "full_run" in results:
+        full = results["full_run"]
+        out.print(
+            f"full default run (10 epochs + test, fresh process): {full['wall_s']:.1f} s wall (target <= 25 s), "
+            f"peak RSS {full['peak_rss_mb']:.0f} MB (target < 1024 MB)"
         )
 
 

@@ -1,52 +1,50 @@
-"""Shared fixtures: a private copy of the bundled MNIST files and a Hydra config composer."""
+"""Shared fixtures: a private copy of the bundled MNIST files, and configs composed as the command line does."""
 
 from __future__ import annotations
 
-import gzip
+import os
 import shutil
-import struct
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED_RAW = REPO / "data" / "MNIST" / "raw"
 
-
-def write_idx(path: Path, data: torch.Tensor, compress: bool = False) -> Path:
-    """Write a uint8 tensor as an IDX file (optionally gzipped), as the MNIST files are stored."""
-    payload = bytes([0, 0, 0x08, data.dim()]) + struct.pack(f">{data.dim()}I", *data.shape)
-    payload += data.contiguous().numpy().tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(payload))
-    else:
-        path.write_bytes(payload)
-    return path
+# A few batches of each stage: enough to exercise every code path in seconds.
+FAST = [
+    "++trainer.max_epochs=1",
+    "++trainer.limit_train_batches=5",
+    "++trainer.limit_val_batches=2",
+    "++trainer.limit_test_batches=2",
+    "++trainer.num_sanity_val_steps=0",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+    "data.eval_batch_size=500",
+]
 
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data_dir holding the repository's MNIST .gz files, unpacked and verified once per session."""
+    """A data_dir holding the repository's MNIST files, unpacked once per session."""
     from lightning_template.data.mnist import MNISTDataModule
 
     root = tmp_path_factory.mktemp("data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for archive in BUNDLED_RAW.glob("*.gz"):
-        shutil.copyfile(archive, raw / archive.name)
-    MNISTDataModule(data_dir=root, download=False).prepare_data()
+    shutil.copytree(REPO / "data" / "MNIST" / "raw", root / "MNIST" / "raw")
+    MNISTDataModule(data_dir=root).prepare_data()
     return root
 
 
 @pytest.fixture
 def make_cfg(tmp_path: Path, mnist_dir: Path) -> Callable[..., DictConfig]:
-    """Compose `train` or `eval` like the command line would, writing into tmp_path."""
+    """Compose `train`, `eval`, `predict` or `export` like the command line would, writing into tmp_path."""
 
     def _make(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_module("lightning_template.conf", version_base="1.3"):
@@ -66,3 +64,16 @@ def make_cfg(tmp_path: Path, mnist_dir: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+def run_cli(module: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lightning_template.<module> args` the way a user does, in `cwd`."""
+    env = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
+    return subprocess.run(
+        [sys.executable, "-m", f"lightning_template.{module}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

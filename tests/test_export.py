@@ -1,121 +1,89 @@
-"""Export: ONNX and TorchScript files that take raw pixels and compute what the PyTorch model computes."""
+"""Export: ONNX and TorchScript files that take raw pixels and compute what the checkpoint computes."""
 
 from __future__ import annotations
 
-import warnings
+import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-import lightning as L
-import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from lightning_template import export as export_module
-from lightning_template.data.idx_files import read_idx
+from lightning_template.checkpoints import load_checkpoint
 from lightning_template.data.mnist import MNISTDataModule
-from lightning_template.errors import UserInputError
-from lightning_template.export import ExportMismatchError, export
-from lightning_template.models.classifier import ClassifierModule
-from lightning_template.models.mlp import MLP
-from lightning_template.runtime import load_classifier, load_standardizer
+from lightning_template.errors import UserError
+from lightning_template.export import export
+from lightning_template.train import train
+
+from tests.conftest import FAST
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """A briefly trained model with per-pixel statistics, so the folded-in standardization matters."""
-    L.seed_everything(0)
-    datamodule = MNISTDataModule(data_dir=mnist_dir, download=False, normalize="per_pixel")
-    model = ClassifierModule(MLP(), optimizer=partial(torch.optim.Adam, lr=1e-3))
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=100,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule)
-    path = tmp_path_factory.mktemp("model") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    """A checkpoint as `train` writes it, trained once for this file."""
+    run_dir = tmp_path_factory.mktemp("train")
+    overrides = [f"paths.output_dir={run_dir}", f"paths.data_dir={mnist_dir}", "logger=none", "test=false"]
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        train(compose("train", [*overrides, *FAST]))
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
-def _expected(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
-    """What the PyTorch model says about raw uint8 images, standardized the way eval does it."""
-    model, standardizer = load_classifier(checkpoint).eval(), load_standardizer(checkpoint)
-    with torch.inference_mode():
-        return torch.softmax(model(standardizer(images.float())), dim=1).numpy()
+@pytest.fixture(scope="module")
+def check(checkpoint: Path, mnist_dir: Path) -> Callable[[Callable[[torch.Tensor], torch.Tensor]], None]:
+    """Assert that a loaded export gives the checkpoint's probabilities for one image and for several."""
+    model = load_checkpoint(checkpoint).eval()
+    images = MNISTDataModule(data_dir=mnist_dir).load(train=False).data[5000:5007].unsqueeze(1)
 
+    def assert_matches(run: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        for batch in (images[:1], images):
+            with torch.inference_mode():
+                difference = (run(batch) - model(batch).softmax(dim=1)).abs().max()
+            assert difference < 1e-5
 
-def _images(mnist_dir: Path, start: int, count: int) -> torch.Tensor:
-    raw = read_idx(mnist_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte")
-    return raw[start : start + count].unsqueeze(1)
+    return assert_matches
 
 
 def test_onnx_file_takes_uint8_batches_of_any_size(
-    make_cfg: Callable[..., DictConfig], checkpoint: Path, mnist_dir: Path, tmp_path: Path
+    make_cfg: Callable[..., DictConfig], checkpoint: Path, check: Callable, tmp_path: Path
 ) -> None:
     import onnxruntime
 
-    report = export(make_cfg("export", [f"ckpt_path={checkpoint}", "format=onnx"]))
-    assert report.path == tmp_path / "model.onnx"
-    assert report.max_abs_diff < 1e-5 and report.images == 256
-
-    session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
-    (model_input,) = session.get_inputs()
-    assert model_input.type == "tensor(uint8)"
-    images = _images(mnist_dir, 1000, 7)  # not among the images the export was checked on
-    for batch in (images[:1], images[1:]):
-        (probabilities,) = session.run(None, {model_input.name: batch.numpy()})
-        assert probabilities.shape == (len(batch), 10)
-        assert np.abs(probabilities - _expected(checkpoint, batch)).max() < 1e-5
+    path = export(make_cfg("export", [f"ckpt_path={checkpoint}", "format=onnx"]))
+    assert path == tmp_path / "model.onnx"
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    check(lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0]))
 
 
-def test_torchscript_file_takes_uint8_and_float_batches(
-    make_cfg: Callable[..., DictConfig], checkpoint: Path, mnist_dir: Path, tmp_path: Path
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # what deployments still load
+def test_torchscript_file_goes_where_output_file_says(
+    make_cfg: Callable[..., DictConfig], checkpoint: Path, check: Callable, tmp_path: Path
 ) -> None:
     target = tmp_path / "deploy" / "digits.pt"
-    report = export(
+    path = export(
         make_cfg("export", [f"ckpt_path={checkpoint}", "format=torchscript", f"output_file={target}"])
     )
-    assert report.path == target and report.max_abs_diff < 1e-5
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
-        loaded = torch.jit.load(str(target))
-    images = _images(mnist_dir, 2000, 5)
-    expected = _expected(checkpoint, images)
-    for batch in (images, images.double(), images[:1].float()):
-        with torch.inference_mode():
-            probabilities = loaded(batch).numpy()
-        assert np.abs(probabilities - expected[: len(batch)]).max() < 1e-5
+    assert path == target
+    check(torch.jit.load(target))
 
 
-def test_an_export_that_computes_something_else_fails(
+def test_an_export_that_differs_from_pytorch_is_deleted(
+    make_cfg: Callable[..., DictConfig], checkpoint: Path, tmp_path: Path
+) -> None:
+    cfg = make_cfg("export", [f"ckpt_path={checkpoint}", "format=torchscript", "parity_tolerance=0"])
+    with pytest.raises(UserError, match=r"computed other probabilities than PyTorch .* so it was deleted"):
+        export(cfg)
+    assert not (tmp_path / "model.torchscript.pt").exists()
+
+
+def test_unknown_formats_and_missing_packages_say_what_to_do(
     make_cfg: Callable[..., DictConfig], checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_export = export_module.export_torchscript
-
-    def slightly_off(*args: object) -> Callable[[torch.Tensor], np.ndarray]:
-        run = real_export(*args)  # type: ignore[arg-type]
-        return lambda images: run(images) + 1e-4
-
-    monkeypatch.setattr(export_module, "export_torchscript", slightly_off)
-    with pytest.raises(ExportMismatchError, match=r"differ by up to 0\.0001"):
-        export(make_cfg("export", [f"ckpt_path={checkpoint}", "format=torchscript"]))
-
-
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [("format=tflite", "format='tflite' is not supported"), ("input_dtype=int8", "input_dtype='int8'")],
-)
-def test_unknown_choices_are_refused(
-    make_cfg: Callable[..., DictConfig], checkpoint: Path, override: str, needle: str
-) -> None:
-    with pytest.raises(UserInputError, match=needle):
-        export(make_cfg("export", [f"ckpt_path={checkpoint}", override]))
+    with pytest.raises(UserError, match=r"format=tflite is not supported: use one of onnx, torchscript"):
+        export(make_cfg("export", [f"ckpt_path={checkpoint}", "format=tflite"]))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(
+        UserError, match=r'needs onnxruntime: pip install -e "\.\[export\]", or use format=torch'
+    ):
+        export(make_cfg("export", [f"ckpt_path={checkpoint}", "format=onnx"]))

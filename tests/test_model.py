@@ -1,132 +1,99 @@
-"""The network and the LightningModule: shapes, gradients, validation, checkpoints without pickles."""
+"""The networks and the ClassifierModule: shapes, checks on their settings, checkpoints that stand alone."""
 
 from __future__ import annotations
 
-import functools
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_template.models.classifier import ClassifierModule, build_network, network_config
+from lightning_template.checkpoints import load_checkpoint
+from lightning_template.errors import UserError
+from lightning_template.models.classifier import ClassifierModule
+from lightning_template.models.cnn import CNN
 from lightning_template.models.mlp import MLP
 
+MLP_CONFIG = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [64, 32]}
 
-def test_mlp_forward_backward_and_size() -> None:
+
+def test_mlp_is_the_tutorials_784_64_32_10() -> None:
     net = MLP()
-    x = torch.randn(8, 1, 28, 28)
-    logits = net(x)
-    assert logits.shape == (8, 10)
-    logits.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-    # The tutorial's 784-64-32-10: (784*64 + 64) + (64*32 + 32) + (32*10 + 10) parameters.
-    assert sum(p.numel() for p in net.parameters()) == 52_650
+    assert sum(p.numel() for p in net.parameters()) == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    wide = MLP(hidden_sizes=[128, 64, 32], dropout=0.2, batch_norm=True)
+    assert wide(torch.randn(5, 1, 28, 28)).shape == (5, 10)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
-def test_mlp_options(activation: str) -> None:
-    net = MLP(hidden_sizes=[32, 16, 8], activation=activation, dropout=0.3, batch_norm=True)
-    net.train()
-    assert net(torch.randn(4, 784)).shape == (4, 10)
-    assert any(isinstance(m, torch.nn.Dropout) for m in net.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in net.modules())
+def test_cnn_takes_images_and_gives_logits() -> None:
+    assert CNN()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert CNN(in_channels=3, image_size=32, num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "needle"),
+    ("kwargs", "key"),
     [
-        ({"hidden_sizes": []}, "hidden_sizes"),
-        ({"hidden_sizes": [64, 0]}, "hidden_sizes"),
-        ({"dropout": 1.0}, "dropout"),
-        ({"dropout": -0.1}, "dropout"),
-        ({"activation": "swish2"}, "activation"),
-        ({"num_classes": 1}, "num_classes"),
+        ({"hidden_sizes": []}, "model.net.hidden_sizes"),
+        ({"hidden_sizes": [64, 0]}, "model.net.hidden_sizes"),
+        ({"dropout": 1.5}, "model.net.dropout"),
     ],
 )
-def test_mlp_rejects_bad_arguments(kwargs: dict, needle: str) -> None:
-    with pytest.raises(ValueError, match=needle):
+def test_bad_network_settings_name_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
         MLP(**kwargs)
 
 
-def test_network_config_round_trip_and_refuses_non_modules() -> None:
-    net = MLP(hidden_sizes=[16], activation="tanh")
-    config = network_config(net)
-    assert config["_target_"] == "lightning_template.models.mlp.MLP"
-    rebuilt = build_network(config)
-    rebuilt.load_state_dict(net.state_dict())
-    x = torch.randn(3, 784)
-    assert torch.equal(rebuilt(x), net(x))
-    with pytest.raises(ValueError, match=r"not an nn\.Module"):
-        build_network({"_target_": "os.system", "command": "echo unsafe"})
+def test_module_standardizes_raw_pixels_with_its_own_buffers() -> None:
+    model = ClassifierModule(MLP_CONFIG).eval()
+    model.mean.fill_(33.0)
+    model.std.fill_(78.0)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(model(images), model.net((images.float() - 33.0) / 78.0))
 
 
-def _random_batches(n: int = 4, batch: int = 32) -> DataLoader:
-    g = torch.Generator().manual_seed(n)
-    data = TensorDataset(
-        torch.randn(n * batch, 1, 28, 28, generator=g), torch.randint(0, 10, (n * batch,), generator=g)
-    )
-    return DataLoader(data, batch_size=batch)
+def test_checkpoint_alone_rebuilds_the_model_without_unpickling_code(tmp_path: Path) -> None:
+    model = ClassifierModule(MLP_CONFIG, optimizer=partial(torch.optim.Adam, lr=1e-3)).eval()
+    model.mean.fill_(33.0)
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    assert torch.load(tmp_path / "model.ckpt", weights_only=True)["hyper_parameters"]["net"] == MLP_CONFIG
+    loaded = load_checkpoint(tmp_path / "model.ckpt").eval()
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(loaded(images), model(images))
 
 
-@pytest.mark.parametrize(
-    "scheduler",
-    [
-        None,
-        {
-            "scheduler": functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=2),
-            "interval": "epoch",
-        },
-        {
-            "scheduler": functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01),
-            "interval": "step",
-        },
-        {
-            "scheduler": functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=1),
-            "interval": "epoch",
-            "monitor": "val/loss",
-        },
-    ],
-)
-def test_module_trains_and_checkpoint_loads_with_weights_only(tmp_path: Path, scheduler: dict | None) -> None:
-    module = ClassifierModule(
-        MLP(hidden_sizes=[16]), optimizer=functools.partial(torch.optim.Adam, lr=1e-3), scheduler=scheduler
-    )
-    trainer = L.Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, train_dataloaders=_random_batches(), val_dataloaders=_random_batches(2))
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(trainer.callback_metrics)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
-
-    # Safe to load: nothing but tensors and plain data inside (torch's weights_only unpickler).
-    checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["hyper_parameters"]["net"]["_target_"] == "lightning_template.models.mlp.MLP"
-    restored = ClassifierModule.load_from_checkpoint(path, weights_only=True)
-    x = torch.randn(5, 1, 28, 28)
-    module.eval()
-    restored.eval()
-    assert torch.equal(restored(x), module(x))
+def test_bad_checkpoints_get_one_paragraph(tmp_path: Path) -> None:
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint at all")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.ckpt")
+    torch.save({"hyper_parameters": {"net": MLP_CONFIG}, "code": partial(print)}, tmp_path / "pickled.ckpt")
+    for name, message in (
+        ("missing.ckpt", "is not a file"),
+        ("corrupt.ckpt", "damaged or not a PyTorch checkpoint"),
+        ("foreign.ckpt", "not written by this template"),
+        ("pickled.ckpt", "holds Python objects besides tensors"),
+    ):
+        with pytest.raises(UserError, match=message):
+            load_checkpoint(tmp_path / name)
+    with pytest.raises(UserError, match="No checkpoint given"):
+        load_checkpoint(None)
 
 
-@pytest.mark.parametrize("smoothing", [1.0, -0.1])
-def test_module_rejects_bad_label_smoothing(smoothing: float) -> None:
-    with pytest.raises(ValueError, match=r"model\.label_smoothing must be in \[0, 1\), got "):
-        ClassifierModule(MLP(), label_smoothing=smoothing)
+def test_the_network_target_must_be_a_module() -> None:
+    with pytest.raises(UserError, match=r"model\.net\._target_"):
+        ClassifierModule({"_target_": "os.system", "command": "echo hacked"})
 
 
-def test_module_needs_a_network_that_describes_itself() -> None:
-    with pytest.raises(TypeError, match=r"Linear has no `config` dict of its constructor arguments"):
-        ClassifierModule(torch.nn.Linear(784, 10))
+@pytest.mark.parametrize("lr", [0, -1.0, "fast"])
+def test_a_bad_learning_rate_fails_before_any_data_is_read(lr: object) -> None:
+    with pytest.raises(UserError, match=r"optimizer\.lr"):
+        ClassifierModule(MLP_CONFIG, optimizer=partial(torch.optim.Adam, lr=lr))
 
 
-def test_module_without_optimizer_explains_itself() -> None:
-    module = ClassifierModule(MLP())
-    with pytest.raises(RuntimeError, match="optimizer"):
-        module.configure_optimizers()
+def test_label_smoothing_is_checked() -> None:
+    with pytest.raises(UserError, match=r"model\.label_smoothing"):
+        ClassifierModule(MLP_CONFIG, label_smoothing=1.0)

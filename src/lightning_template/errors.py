@@ -1,9 +1,61 @@
-"""The one exception type that entry points report as a short message instead of a traceback."""
+"""Problems the user can fix get one paragraph and exit code 2; every other error keeps its traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
-class UserInputError(Exception):
-    """A problem the user can fix (bad value, missing file); its message says what and how."""
+class UserError(Exception):
+    """A bad value, a missing file or a diverging run: the message names the key and what is allowed."""
 
 
-class TrainingDivergedError(UserInputError):
-    """The loss became NaN or infinite: training stops there, and the last good checkpoint is kept."""
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError behind `exc`, also when Hydra's instantiate wrapped it (once per nesting level)."""
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc if isinstance(exc, UserError) else None
+
+
+@contextmanager
+def report_user_errors() -> Iterator[None]:
+    """Print a UserError as one paragraph and exit 2; inside a `-m` sweep, record it and let the sweep go on."""
+    try:
+        yield
+    except Exception as exc:
+        error = user_error_in(exc)
+        if error is None:
+            raise
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            # The job fails, not the sweep: error.txt marks it, SweepFailures sets the exit status.
+            log.error("This job failed: %s", error)
+            Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(f"{error}\n")
+            return
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+class SweepFailures(Callback):
+    """Hydra callback: a sweep in which a job failed ends with exit code 1 and names those jobs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = sorted(Path(config.hydra.sweep.dir).glob("*/error.txt"))
+        if failed:
+            jobs = ", ".join(str(path.parent) for path in failed)
+            print(
+                f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see error.txt in each.",
+                file=sys.stderr,
+            )
+            sys.exit(1)

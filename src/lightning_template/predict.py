@@ -1,152 +1,116 @@
-"""Predict digits in image files: `python -m lightning_template.predict ckpt_path=... inputs=...` or `lt-predict`."""
+"""Classify image files of handwritten digits: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
 
 from __future__ import annotations
 
 import csv
 import glob
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
+from PIL import Image, ImageOps
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from lightning_template.data.batches import Standardizer
-from lightning_template.data.digit_images import UnreadableImageError, read_digit
-from lightning_template.errors import UserInputError
-from lightning_template.runtime import (
-    exit_on_user_error,
-    load_classifier,
-    load_standardizer,
-    silence_known_noise,
-)
+from lightning_template.checkpoints import load_checkpoint
+from lightning_template.errors import UserError, report_user_errors
+
+# MNIST's digits are fitted into a 20x20 box, with their centre of mass at (14, 14) of the 28x28 field.
+FIELD, BOX, CENTRE = 28, 20, 14.0
 
 
-@dataclass
-class Prediction:
-    """One input file's result: the digit and every class probability, or why the file was skipped."""
-
-    path: str
-    digit: int | None = None
-    probabilities: list[float] | None = None
-    error: str | None = None
-
-
-def predict(cfg: DictConfig) -> list[Prediction]:
-    """Classify every image that `cfg.inputs` names, with the checkpoint's network and standardization."""
-    ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
-    model = load_classifier(ckpt_path).eval()
-    standardizer = load_standardizer(cfg.ckpt_path)  # present: load_classifier checked it
-    if OmegaConf.is_missing(cfg, "inputs"):
-        raise UserInputError("No inputs given: pass inputs=<image file, folder or glob like 'digits/*.png'>.")
-    batch_size = _whole_number("batch_size", cfg.batch_size, minimum=1)
-    table_rows = _whole_number("table_rows", cfg.table_rows, minimum=0)
-    files = find_inputs(cfg.inputs)
-    predictions: list[Prediction] = []
-    for start in range(0, len(files), batch_size):
-        predictions += predict_files(model, standardizer, files[start : start + batch_size])
-    csv_path = Path(cfg.output_csv)
-    write_csv(predictions, csv_path, num_classes=model.hparams["net"]["num_classes"])
-    print_predictions(predictions, csv_path, table_rows)
-    return predictions
-
-
-def _whole_number(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
-    return value
-
-
-def find_inputs(inputs: str | Sequence[str]) -> list[Path]:
-    """Files named by a path, a folder (its files) or a glob pattern, or a list of these; in a stable order."""
-    patterns = list(inputs) if isinstance(inputs, (list, tuple, ListConfig)) else [inputs]
-    files: dict[Path, None] = {}  # keeps the order, drops duplicates
-    for pattern in map(str, patterns):
+def find_inputs(inputs: str | list[str] | ListConfig | None) -> list[Path]:
+    """The files a path, a folder, a glob or a list of these names, in order and each once."""
+    files: dict[Path, None] = {}
+    for pattern in map(str, inputs if isinstance(inputs, (list, ListConfig)) else [inputs]):
         path = Path(pattern)
-        if path.is_file():
-            found = [path]
-        elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if path.is_dir():
+            found = sorted(path.iterdir())
         else:
-            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-        files.update(dict.fromkeys(found))
+            found = [path] if path.is_file() else sorted(map(Path, glob.glob(pattern, recursive=True)))
+        files.update(dict.fromkeys(p for p in found if p.is_file() and not p.name.startswith(".")))
     if not files:
-        raise UserInputError(
-            f"inputs={patterns if len(patterns) > 1 else patterns[0]} matched no files. Pass an image file, a "
-            "folder of images, or a glob pattern in quotes (inputs='digits/*.png', or 'digits/**/*.jpg' for "
-            "subfolders too); relative paths start from the current folder."
+        raise UserError(
+            f"inputs={inputs} matched no files. Pass an image file, a folder, a glob in quotes "
+            "(inputs='digits/*.png', or 'digits/**/*.png' for subfolders too) or a list (inputs=[a.png,more/]); "
+            "relative paths start from the current folder."
         )
     return list(files)
 
 
-def predict_files(
-    model: torch.nn.Module, standardizer: Standardizer, files: Sequence[Path]
-) -> list[Prediction]:
-    """Read and classify one batch of files; an unreadable file gets an error instead of a digit."""
-    results, digits = [], []
+def mnist_like(path: Path) -> np.ndarray:
+    """The image's digit drawn as MNIST's are (white on black, 20 px, centred by mass), as the model expects."""
+    with Image.open(path) as file:
+        image = ImageOps.exif_transpose(file)  # phone photos are stored sideways
+    alpha = np.asarray(image.convert("RGBA").getchannel("A"), dtype=np.float32)
+    # Strokes on a transparent canvas: the alpha channel is the ink, whatever the strokes' colour.
+    pixels = alpha if alpha.min() < 255 else np.asarray(image.convert("L"), dtype=np.float32)
+    background = np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]))
+    if background > (pixels.min() + pixels.max()) / 2:  # dark ink on light paper
+        pixels, background = 255 - pixels, 255 - background
+    ink = np.clip(pixels - background, 0, None)
+    ink[ink < 0.1 * ink.max()] = 0  # paper grain and JPEG ringing would widen the crop
+    if not ink.any():
+        raise ValueError("no digit found: the image is a single shade")
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    digit = Image.fromarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    scale = BOX / max(digit.size)
+    digit = digit.resize([max(1, round(side * scale)) for side in digit.size], Image.Resampling.BILINEAR)
+    ink = np.asarray(digit) * (255 / np.asarray(digit).max())  # shrunk thin strokes fade; MNIST's are white
+    centre = (np.indices(ink.shape) * ink).sum(axis=(1, 2)) / ink.sum()
+    top, left = np.clip(np.round(CENTRE - centre), 0, FIELD - np.array(ink.shape)).astype(int)
+    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink.round()
+    return field
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Classify every file that `inputs` names; an unreadable file costs its own row, not the run."""
+    model = load_checkpoint(cfg.get("ckpt_path")).eval()
+    files = find_inputs(cfg.get("inputs"))
+    digits, errors = {}, {}
     for path in files:
         try:
-            digits.append(read_digit(path))
-            results.append(Prediction(str(path)))
-        except UnreadableImageError as exc:
-            results.append(Prediction(str(path), error=exc.reason))
+            digits[path] = torch.from_numpy(mnist_like(path))
+        except (OSError, ValueError) as exc:
+            errors[path] = str(exc)
+    probabilities: dict[Path, list[float]] = {}
     if digits:
+        images = torch.stack(list(digits.values())).unsqueeze(1)
         with torch.inference_mode():
-            inputs = standardizer(torch.stack(digits).unsqueeze(1).float())
-            probabilities = torch.softmax(model(inputs), dim=1)
-        readable = (result for result in results if result.error is None)
-        for result, row in zip(readable, probabilities, strict=True):
-            result.digit = int(row.argmax())
-            result.probabilities = row.tolist()
-    return results
+            logits = torch.cat([model(batch) for batch in images.split(1024)])  # memory for any folder
+        probabilities = dict(zip(digits, logits.softmax(dim=1).tolist(), strict=True))
 
-
-def write_csv(predictions: Sequence[Prediction], path: Path, num_classes: int) -> None:
-    """One row per file: path, digit, prob_0 ... prob_<n-1>, error (empty where the file was read)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
+    num_classes = model.hparams["num_classes"]
+    rows = []
+    for path in files:
+        p = probabilities.get(path)
+        cells = [int(np.argmax(p)), *(f"{q:.6f}" for q in p)] if p else [""] * (num_classes + 1)
+        rows.append([str(path), *cells, errors.get(path, "")])
+    csv_path = Path(cfg.output_csv)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with csv_path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["path", "digit", *(f"prob_{i}" for i in range(num_classes)), "error"])
-        for p in predictions:
-            probabilities = [f"{q:.6f}" for q in p.probabilities] if p.probabilities else [""] * num_classes
-            writer.writerow([p.path, "" if p.digit is None else p.digit, *probabilities, p.error or ""])
+        writer.writerows(rows)
 
-
-def print_predictions(predictions: Sequence[Prediction], csv_path: Path, max_rows: int) -> None:
-    """A table of the first `max_rows` results (the CSV has every probability), then counts and the CSV path."""
-    table = Table(title="Predictions", title_justify="left")
-    table.add_column("file", overflow="fold")
-    table.add_column("digit", justify="right", style="bold")
-    table.add_column("probability", justify="right")
-    table.add_column("next best", justify="right")
-    for p in predictions[:max_rows]:
-        if p.probabilities is None:
-            table.add_row(f"{escape(p.path)}\n[red]{escape(p.error or '')}[/red]", "[red]-[/red]")
-            continue
-        (best, p_best), (second, p_second) = sorted(
-            enumerate(p.probabilities), key=lambda item: item[1], reverse=True
-        )[:2]
-        table.add_row(escape(p.path), str(best), f"{p_best:.3f}", f"{second} ({p_second:.3f})")
-    console = Console()
+    table = Table("file", "digit", "probability", "error", title="Predictions")
+    for path, digit, *probs, error in rows[: cfg.table_rows]:
+        table.add_row(path, str(digit), "" if error else probs[digit], error)
+    console = Console(markup=False)  # file names are no markup
     console.print(table)
-    if len(predictions) > max_rows:
-        console.print(f"... and {len(predictions) - max_rows} more rows in the CSV.")
-    failed = sum(p.error is not None for p in predictions)
     console.print(
-        f"[bold]Predicted:[/bold] {len(predictions) - failed} images; [bold]unreadable:[/bold] {failed}"
+        f"Files: {len(rows)}, unreadable: {len(errors)}. All predictions: {csv_path}", soft_wrap=True
     )
-    console.print(f"[bold]CSV:[/bold] {escape(str(csv_path))}", soft_wrap=True)
+    return csv_path
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Command-line entry point."""
-    silence_known_noise()
-    with exit_on_user_error():
+    with report_user_errors():
         predict(cfg)
 
 

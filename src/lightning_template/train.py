@@ -1,134 +1,163 @@
-"""Train a model: `python -m lightning_template.train [overrides]` or `lt-train [overrides]`."""
+"""Train a model: `python -m lightning_template.train [overrides]` (or `lt-train`)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, cast
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, read_write
+from rich.console import Console
+from rich.table import Table
+from torch.utils.tensorboard.summary import hparams
 
-from lightning_template.callbacks.interrupt_checkpoint import SIGTERM_EXIT_CODE
-from lightning_template.checkpointing import (
-    check_same_network,
-    read_checkpoint,
-    register_resolvers,
-    resolve_ckpt_path,
-)
-from lightning_template.distributed import ddp_processes_join_this_job
-from lightning_template.errors import UserInputError
-from lightning_template.models.classifier import network_config
-from lightning_template.runtime import (
-    build_callbacks,
-    build_loggers,
-    exit_on_user_error,
-    final_metrics,
-    log_hyperparameters,
-    print_summary,
-    silence_known_noise,
-)
+from lightning_template.checkpoints import find_checkpoint, load_checkpoint, resume_dir
+from lightning_template.errors import UserError, report_user_errors
 
 log = logging.getLogger(__name__)
-register_resolvers()  # before Hydra composes conf/train.yaml, whose run dir depends on ckpt_path
+OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)  # conf/train.yaml: hydra.run.dir
+
+# Metrics of TensorBoard's HPARAMS tab, by which the runs of a sweep are compared.
+HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
 
 
-@dataclass
-class Run:
-    """Everything a training run is made of, built from the config and nothing else."""
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config as `a/b/c` keys with values TensorBoard's HPARAMS tab can show."""
+    if isinstance(node, Mapping):
+        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}/").items()}
+    name = prefix.rstrip("/")
+    if name.endswith("_target_"):
+        return {name: str(node).rpartition(".")[2]}
+    return {name: node if isinstance(node, (int, float, str, bool)) else str(node)}
 
-    datamodule: L.LightningDataModule
-    model: L.LightningModule
-    trainer: L.Trainer
-    loggers: list[Logger]
+
+@rank_zero_only
+def log_hyperparameters(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """Send the settings that tell runs apart to every logger, and open TensorBoard's HPARAMS session."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    keys = ("data", "model", "optimizer", "scheduler", "seed")
+    params = flatten({key: config.get(key) for key in keys} | {"max_epochs": cfg.trainer.max_epochs})
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger):  # the values come from the scalars logged later
+            for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+                logger.experiment.file_writer.add_summary(summary)
 
 
-def build_run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> Run:
-    """Seed, then instantiate the datamodule, model, loggers, callbacks and Trainer from `cfg`."""
-    _check_trainer_args(cfg.trainer)
+@rank_zero_only
+def print_summary(title: str, metrics: Mapping[str, float], places: Mapping[str, str]) -> None:
+    """The run's final numbers, then where it was written and how to look at it."""
+    table = Table("metric", "value", title=title, title_justify="left")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    for name, place in places.items():
+        console.print(f"[bold]{name}:[/bold] {place}", soft_wrap=True)
+
+
+def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The Trainer's last logged values as plain floats."""
+    return {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Trainer of the `trainer` group, with the `logger` group's loggers."""
+    max_epochs = cfg.trainer.get("max_epochs")
+    if (
+        isinstance(max_epochs, bool)
+        or not isinstance(max_epochs, int)
+        or not (max_epochs >= 1 or max_epochs == -1)
+    ):
+        raise UserError(
+            f"trainer.max_epochs must be a whole number >= 1 (or -1: no limit), got {max_epochs!r}."
+        )
+    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values() if logger]
+    return instantiate(cfg.trainer, logger=loggers or False, **kwargs)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; return every final metric."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     model: L.LightningModule = instantiate(
         cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler
     )
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + list(extra_callbacks)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return Run(datamodule, model, trainer, loggers)
-
-
-def _check_trainer_args(trainer_cfg: DictConfig) -> None:
-    max_epochs = trainer_cfg.get("max_epochs")
-    if max_epochs is not None and max_epochs != -1 and (isinstance(max_epochs, bool) or max_epochs < 1):
-        raise UserInputError(
-            f"trainer.max_epochs must be a whole number >= 1 (or -1 for no limit, with trainer.max_steps), "
-            f"got {max_epochs!r}."
+    callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
+    trainer = build_trainer(cfg, callbacks=callbacks)
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+    saved_net = load_checkpoint(ckpt_path).hparams["net"] if ckpt_path else model.hparams["net"]
+    if saved_net != model.hparams["net"]:
+        raise UserError(
+            f"ckpt_path={ckpt_path} holds another network than the config asks for; resume with the "
+            f"model settings it was trained with ({saved_net})."
         )
-
-
-def resume_checkpoint(cfg: DictConfig, model: L.LightningModule) -> Path | None:
-    """The checkpoint to resume from (`ckpt_path`: a file or `last`), checked against the model's network."""
-    path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name)
-    net = getattr(model, "net", None)
-    if path is not None and isinstance(net, torch.nn.Module):
-        check_same_network(path, read_checkpoint(path), network_config(net))
-        log.info("Resuming from %s", path)
-    return path
-
-
-def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
-    """Fit, then test the best checkpoint; return every final metric (train/val/test) as floats."""
-    run = build_run(cfg, extra_callbacks)
-    datamodule, model, trainer, loggers = run.datamodule, run.model, run.trainer, run.loggers
-    ckpt_path = resume_checkpoint(cfg, model)
-    log_hyperparameters(cfg, model, loggers)
-
+    log_hyperparameters(cfg, trainer)
     try:
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except SIGTERMException:
-        # InterruptCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process.
-        sys.exit(SIGTERM_EXIT_CODE)
-    metrics = final_metrics(trainer.callback_metrics)
-
-    # Read before testing: trainer.test(ckpt_path=...) restores the callbacks' older state too.
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-    last = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except (SystemExit, SIGTERMException):  # Lightning turns Ctrl-C into SystemExit after saving
+        log.warning("Interrupted: checkpoint saved. Resume with the same command plus ckpt_path=last.")
+        sys.exit(128 + signal.SIGTERM if trainer.received_sigterm else 130)
+    metrics = final_metrics(trainer)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if cfg.get("test"):
-        if not best:
-            log.warning("No best checkpoint was saved: testing the weights at the end of training.")
-        trainer.test(
-            model=model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
-        )
-        metrics.update(final_metrics(trainer.callback_metrics))
-
-    locations = {"Run directory": str(cfg.paths.output_dir), "Best checkpoint": best or "(none saved)"}
-    if last:
-        locations["Last checkpoint"] = last
-    if any(isinstance(lg, TensorBoardLogger) for lg in loggers):
-        locations["View in TensorBoard"] = f"tensorboard --logdir {cfg.paths.output_dir}"
-    print_summary("Training finished", metrics, locations)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        metrics.update(final_metrics(trainer))
+    places = {"Run directory": cfg.paths.output_dir, "Best checkpoint": best or "(none)"}
+    if trainer.loggers:
+        places["TensorBoard"] = f"tensorboard --logdir {cfg.paths.output_dir}"
+    print_summary("Training finished", metrics, places)
     return metrics
+
+
+@contextmanager
+def one_sweep_job() -> Iterator[None]:
+    """Make Lightning's extra DDP processes run this job only, and leave the next job a clean slate.
+
+    Lightning starts them by running `sys.argv` again with `hydra.run.dir`; inside `-m` that would be
+    the whole sweep, in a new directory. Its launcher also leaves its environment variables behind.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, environment = sys.argv, dict(os.environ)
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(cast(DictConfig, hydra_cfg)):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Command-line entry point; returns `optimized_metric` for Hydra sweepers."""
-    silence_known_noise()
-    with exit_on_user_error(), ddp_processes_join_this_job():
+    """Command-line entry point; returns `optimized_metric` to Hydra's sweepers (NaN if the job failed)."""
+    metrics: dict[str, float] = {}
+    with one_sweep_job(), report_user_errors():
         metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return metrics.get(cfg.get("optimized_metric"), float("nan"))
 
 
 if __name__ == "__main__":

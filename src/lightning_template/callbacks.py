@@ -1,0 +1,180 @@
+"""What the scalars cannot show: digits with their predictions, confusion matrices, and curves.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
+
+Samples = tuple[Tensor, ...]  # images, predictions, labels, confidences: one row per digit
+
+
+def captioned_grid(images: Tensor, preds: Tensor, labels: Tensor, confidence: Tensor | None = None) -> Tensor:
+    """Raw uint8 digits, enlarged to be read, each over `p:<pred> t:<true>`: green if right, red if wrong."""
+    tiles = []
+    percents = [f" {c:.0%}" for c in confidence.tolist()] if confidence is not None else [""] * len(labels)
+    for image, p, t, percent in zip(images.cpu(), preds.tolist(), labels.tolist(), percents, strict=True):
+        width, height = image.shape[-1] * 3, image.shape[-2] * 3
+        tile = Image.new("RGB", (width, height + 14))
+        tile.paste(to_pil_image(image).resize((width, height), Image.Resampling.NEAREST))
+        ImageDraw.Draw(tile).text((2, height + 1), f"p:{p} t:{t}{percent}", fill="lime" if p == t else "red")
+        tiles.append(pil_to_tensor(tile))
+    return make_grid(tiles, pad_value=128)
+
+
+def confident_mistakes(samples: Samples, k: int) -> Samples:
+    """The k surest wrong predictions, surest first, then right ones to fill k rows as all_gather needs."""
+    _, preds, labels, confidences = samples
+    rank = confidences - (preds == labels).float()  # every mistake ranks above every right answer
+    top = rank.topk(min(k, len(rank))).indices
+    return tuple(tensor[top] for tensor in samples)
+
+
+class PredictionImages(L.Callback):
+    """TensorBoard images of which digits the model gets wrong and how, which accuracy alone cannot tell."""
+
+    def __init__(self, num_images: int = 32) -> None:
+        self.num_images = num_images
+        self.tensorboard: TensorBoardLogger | None = None
+        self.confusion: dict[str, MulticlassConfusionMatrix] = {}  # "val" / "test": the last epoch's counts
+        self.shown: list[tuple[Tensor, Tensor, Tensor]] = []  # val images, preds, labels
+        self.mistakes: list[Samples] = []  # each test batch's candidates on this process
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        self.tensorboard = loggers[0] if loggers else None
+
+    def update_confusion(self, stage: str, logits: Tensor, labels: Tensor) -> None:
+        """Add a batch to the stage's confusion matrix, sized by the number of classes the logits have."""
+        if stage not in self.confusion:
+            self.confusion[stage] = MulticlassConfusionMatrix(logits.shape[1]).to(logits.device)
+        self.confusion[stage].update(logits, labels)
+
+    def draw_confusion(self, trainer: L.Trainer, stage: str) -> None:
+        """Every process takes part in computing (which syncs the counts); rank zero draws."""
+        if self.tensorboard is None or stage not in self.confusion:
+            return
+        matrix = self.confusion[stage].compute()
+        if trainer.is_global_zero:
+            figure, _ = self.confusion[stage].plot(matrix)
+            self.tensorboard.experiment.add_figure(f"{stage}/confusion_matrix", figure, trainer.global_step)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.confusion.pop("val", None)
+        self.shown = []
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if self.tensorboard is None or trainer.sanity_checking:
+            return
+        (images, labels), logits = batch, outputs["logits"]
+        self.update_confusion("val", logits, labels)
+        missing = self.num_images - sum(len(labels) for _, _, labels in self.shown)
+        if trainer.is_global_zero and missing > 0:
+            self.shown.append((images[:missing], logits[:missing].argmax(1), labels[:missing]))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.tensorboard is None or not self.shown:
+            return
+        images, preds, labels = (torch.cat(tensors) for tensors in zip(*self.shown, strict=True))
+        grid = captioned_grid(images, preds, labels)
+        self.tensorboard.experiment.add_image("val/predictions", grid, trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw_confusion(trainer, "val")
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.confusion.pop("test", None)
+        self.mistakes = []
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if self.tensorboard is None:
+            return
+        (images, labels), logits = batch, outputs["logits"]
+        self.update_confusion("test", logits, labels)
+        confidences, preds = logits.softmax(1).max(1)
+        self.mistakes.append(confident_mistakes((images, preds, labels, confidences), self.num_images))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw_confusion(trainer, "test")
+        if self.tensorboard is None or not self.mistakes:
+            return
+        samples = confident_mistakes(tuple(map(torch.cat, zip(*self.mistakes, strict=True))), self.num_images)
+        # Under DDP, every process's k rows (gathered with a leading process dimension): the whole test set's.
+        gathered = tuple(trainer.strategy.all_gather(t).reshape(-1, *t.shape[1:]) for t in samples)
+        images, preds, labels, confidences = confident_mistakes(gathered, self.num_images)
+        wrong = preds != labels
+        if trainer.is_global_zero and wrong.any():
+            grid = captioned_grid(images[wrong], preds[wrong], labels[wrong], confidences[wrong])
+            self.tensorboard.experiment.add_image("test/mistakes", grid, trainer.global_step)
+
+
+class LearningCurves(L.Callback):
+    """curves.png, the Keras tutorial's history plot: no TensorBoard needed; resumed runs plot every epoch."""
+
+    def __init__(self, path: str | Path = "curves.png") -> None:
+        self.path = Path(path)
+        self.history: dict[str, dict[int, float]] = {}  # "train/loss" -> epoch -> value
+
+    def record(self, trainer: L.Trainer, stage: str) -> None:
+        """Keep this epoch's `<stage>/loss` and `<stage>/acc` (under DDP: the synced values)."""
+        for name, value in trainer.callback_metrics.items():
+            if name in (f"{stage}/loss", f"{stage}/acc"):
+                self.history.setdefault(name, {})[trainer.current_epoch] = float(value)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.record(trainer, "val")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        figure = Figure(figsize=(10, 4), layout="constrained")
+        for axes, metric in zip(figure.subplots(1, 2), ("loss", "acc"), strict=True):
+            for stage, label in (("train", "train"), ("val", "validation")):
+                values = self.history.get(f"{stage}/{metric}", {})
+                axes.plot(list(values), list(values.values()), marker="o", label=label)
+            axes.set(title=metric, xlabel="epoch")
+            axes.xaxis.get_major_locator().set_params(integer=True)
+            axes.legend()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = state_dict["history"]
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C or SIGTERM (a scheduler's preemption) saves last.ckpt, which `ckpt_path=last` resumes.
+
+    Not Lightning's OnExceptionCheckpoint: it also saves after a crash or a diverging loss, and makes
+    every new fit warn that it looked for a checkpoint to resume.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.training and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            trainer.save_checkpoint(self.path)
