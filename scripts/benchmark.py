@@ -152,9 +152,10 @@ def run_row(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, lis
     with initialize_config_module("lightning_template.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
-        if args.limit_batches:
+        if args.limit_batches:  # a smoke test: a few batches of --batch-size images in every loop
             for stage in ("train", "val", "test"):
                 cfg.trainer[f"limit_{stage}_batches"] = args.limit_batches
+            cfg.data.eval_batch_size = args.batch_size
         if not keep_logger:
             cfg.logger = None
         if not keep_callbacks:  # whatever entries the config has today
@@ -211,12 +212,17 @@ finally:
 
 def child(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[float, list[float]]:
     """Run CHILD in `mode`: its wall seconds and the numbers it printed."""
-    overrides = [f"paths.data_dir={args.data_dir}", f"paths.log_dir={workdir / 'logs'}"]
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    overrides = [
+        f"paths.data_dir={args.data_dir}",
+        f"paths.log_dir={workdir / 'logs'}",
+        f"trainer.accelerator={accelerator}",
+    ]
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, *overrides], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", CHILD, mode, *overrides], capture_output=True, text=True)
     wall = time.perf_counter() - start
+    if result.returncode:
+        raise RuntimeError(f"{mode} run failed:\n{result.stderr[-3000:]}")
     return wall, [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("BENCH")]
 
 
@@ -233,7 +239,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="logs/bench", help="where the JSON report goes")
     parser.add_argument("--no-full-run", action="store_true", help="skip the timed default run")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing (6 processes)")
-    parser.add_argument("--limit-batches", type=int, help="batches per epoch and pass (smoke test)")
+    parser.add_argument(
+        "--limit-batches",
+        type=int,
+        help="batches per epoch and per pass, eval batches of --batch-size (smoke test)",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 3:
         parser.error("--epochs: at least 3, for a median")

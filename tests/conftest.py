@@ -26,7 +26,6 @@ FAST = [
     "++trainer.enable_progress_bar=false",
     "++trainer.enable_model_summary=false",
     "callbacks.rich_progress_bar=null",
-    "callbacks.rich_model_summary=null",
     "data.eval_batch_size=500",
 ]
 
@@ -67,10 +66,10 @@ def make_cfg(tmp_path: Path, mnist_dir: Path) -> Callable[..., DictConfig]:
 
 
 def run_cli(module: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `python -m lightning_template.<module> args` the way a user does, in `cwd`."""
+    """Run `python -m <module> <args>` in `cwd`, the way a user does."""
     env = {key: value for key, value in os.environ.items() if key != "PROJECT_ROOT"}
     return subprocess.run(
-        [sys.executable, "-m", f"lightning_template.{module}", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -81,7 +81,9 @@ def test_inputs_are_files_folders_globs_or_lists(tmp_path: Path) -> None:
 
 
 def test_inputs_that_match_nothing_are_one_paragraph_and_exit_2(checkpoint: Path, tmp_path: Path) -> None:
-    result = run_cli("predict", [f"ckpt_path={checkpoint}", "inputs=digits/*.png"], cwd=tmp_path)
+    result = run_cli(
+        "lightning_template.predict", [f"ckpt_path={checkpoint}", "inputs=digits/*.png"], cwd=tmp_path
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(
         "Error: inputs=digits/*.png matched no files. Pass an image file, a folder"

@@ -270,7 +270,7 @@ def venv_on_this_environment(venv: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_renamed_copy_installs_trains_and_passes_its_fast_tests(tmp_path: Path, mnist_dir: Path) -> None:
+def test_renamed_copy_installs_and_trains(tmp_path: Path, mnist_dir: Path) -> None:
     start = time.monotonic()
     copy = tmp_path / "copy"
     for source in project_files(REPO):
@@ -314,26 +314,4 @@ def test_renamed_copy_installs_trains_and_passes_its_fast_tests(tmp_path: Path, 
     assert f"_target_: {TARGET}.models.classifier.ClassifierModule" in config
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
-    # The copy's own fast suite, against the renamed package installed as a user would (editable).
-    tests = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "-q",
-            "-m",
-            "not slow",
-            "-p",
-            "no:cacheprovider",
-            "--basetemp",
-            str(tmp_path / "t"),
-        ],
-        cwd=copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert tests.returncode == 0, tests.stdout[-3000:]
-    assert re.search(r"\d+ passed", tests.stdout) and " failed" not in tests.stdout
-    print(f"renamed copy: installed, trained and tested in {time.monotonic() - start:.0f} s")
+    print(f"renamed copy: installed and trained in {time.monotonic() - start:.0f} s")

@@ -167,3 +167,14 @@ def test_resuming_into_another_network_names_the_difference(
     )
     with pytest.raises(UserError, match="another network"):
         train(cfg)
+
+
+def test_model_cnn_trains_and_its_checkpoint_evaluates(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    metrics = train(make_cfg("train", [*FAST, "model=cnn", "logger=none"]))
+    best = tmp_path / "checkpoints" / "epoch_000.ckpt"
+    same_test_set = ["data.eval_batch_size=500", "++trainer.limit_test_batches=2", "logger=none"]
+    assert evaluate(make_cfg("eval", [f"ckpt_path={best}", *same_test_set]))["test/acc"] == pytest.approx(
+        metrics["test/acc"], abs=1e-7
+    )

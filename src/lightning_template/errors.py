@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,16 @@ def user_error_in(exc: BaseException) -> UserError | None:
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
     return exc if isinstance(exc, UserError) else None
+
+
+def hide_library_noise() -> None:
+    """Filter the library notices that say nothing about this run; each line says why it is harmless."""
+    # TensorBoard's graph (logger.log_graph) can only trace with torch.jit.trace, which PyTorch deprecates.
+    warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
+    # Raised inside Lightning itself (utilities/_pytree.py) on recent PyTorch; nothing to change here.
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Advertising for Lightning's cloud services, printed at every fit.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "💡 Tip" not in str(r.msg))
 
 
 @contextmanager

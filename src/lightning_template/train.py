@@ -25,7 +25,7 @@ from rich.table import Table
 from torch.utils.tensorboard.summary import hparams
 
 from lightning_template.checkpoints import find_checkpoint, load_checkpoint, resume_dir
-from lightning_template.errors import UserError, report_user_errors
+from lightning_template.errors import UserError, hide_library_noise, report_user_errors
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)  # conf/train.yaml: hydra.run.dir
@@ -154,6 +154,7 @@ def one_sweep_job() -> Iterator[None]:
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry point; returns `optimized_metric` to Hydra's sweepers (NaN if the job failed)."""
+    hide_library_noise()
     metrics: dict[str, float] = {}
     with one_sweep_job(), report_user_errors():
         metrics = train(cfg)

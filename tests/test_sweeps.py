@@ -1,0 +1,103 @@
+"""The command line as users run it: sweeps that survive a failed job, DDP, Optuna, joblib and SLURM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_template.errors import UserError, report_user_errors
+from lightning_template.eval import evaluate
+
+from tests.conftest import run_cli
+
+QUICK = ["debug=fast", "callbacks.rich_progress_bar=null"]
+
+
+def sweep_jobs(log_dir: Path) -> list[Path]:
+    """The job directories of the one sweep written under `log_dir`."""
+    (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
+    return sorted(path for path in sweep.iterdir() if path.is_dir())
+
+
+def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, mnist_dir: Path) -> None:
+    paths = [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
+    result = run_cli(
+        "lightning_template.train", ["-m", *QUICK, *paths, "model.net.dropout=1.5,0.1"], cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "1 job(s) of this sweep failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    failed, ok = sweep_jobs(tmp_path)
+    assert "model.net.dropout must be in [0, 1)" in (failed / "error.txt").read_text()
+    assert (ok / "checkpoints" / "last.ckpt").is_file() and not (ok / "error.txt").exists()
+
+
+def test_a_user_error_outside_a_sweep_is_one_paragraph_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped, report_user_errors():
+        raise UserError("data.batch_size must be a positive integer, got 0.")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "Error: data.batch_size must be a positive integer, got 0.\n"
+    with pytest.raises(ZeroDivisionError), report_user_errors():  # anything else keeps its traceback
+        print(1 / 0)
+
+
+def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_once(
+    tmp_path: Path, mnist_dir: Path, make_cfg
+) -> None:
+    args = [*QUICK, "trainer=ddp_cpu", "++trainer.limit_test_batches=1.0", "optimizer.lr=0.01,0.002"]
+    result = run_cli(
+        "lightning_template.train",
+        ["-m", *args, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "debug" / "runs").exists()  # the extra processes joined their jobs
+    for job in sweep_jobs(tmp_path):
+        assert {path.name for path in job.iterdir()} >= {".hydra", "tensorboard", "checkpoints", "curves.png"}
+        assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    events = EventAccumulator(str(job / "tensorboard"))
+    events.Reload()
+    ddp_test_acc = events.Scalars("test/acc")[-1].value
+    single = evaluate(make_cfg("eval", [f"ckpt_path={job}/checkpoints/epoch_000.ckpt", "logger=none"]))
+    assert single["test/acc"] == pytest.approx(ddp_test_acc, abs=1e-6)
+
+
+def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=2"]
+    args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
+    result = run_cli("lightning_template.train", ["-m", *args], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sweep_jobs(tmp_path)
+    assert len(jobs) == 2
+    best = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
+    values = []
+    for job in jobs:
+        events = EventAccumulator(str(job / "tensorboard"))
+        events.Reload()
+        values.append(events.Scalars("val/acc_best")[-1].value)
+    assert best["best_value"] == pytest.approx(max(values), abs=1e-6)
+
+
+def test_the_joblib_launcher_composes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=joblib"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+def test_the_slurm_launcher_asks_for_what_the_trainer_uses() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert launcher.additional_parameters.signal == "USR1@120"  # Lightning saves and requeues on it
