@@ -70,17 +70,20 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     two_epochs = [*FAST, "trainer.max_epochs=2", "logger=none", "model.net.dropout=0.3"]
-    train(make_cfg("train", [*two_epochs, f"paths.output_dir={tmp_path / 'straight'}"]))
+    uninterrupted = train(make_cfg("train", [*two_epochs, f"paths.output_dir={tmp_path / 'straight'}"]))
     first = make_cfg(
         "train", [*FAST, "logger=none", "model.net.dropout=0.3", f"paths.output_dir={tmp_path / 'resumed'}"]
     )
     train(first)
     last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
-    train(make_cfg("train", [*two_epochs, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"]))
+    resumed = train(
+        make_cfg("train", [*two_epochs, f"paths.output_dir={tmp_path / 'resumed'}", f"ckpt_path={last}"])
+    )
     straight = weights(tmp_path / "straight" / "checkpoints" / "last.ckpt")
-    again = weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    again = weights(last)
     assert all(torch.equal(straight[key], again[key]) for key in straight)
-    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert resumed["val/acc_best"] == uninterrupted["val/acc_best"]  # the best survives the resume
+    assert len(list(last.parent.glob("epoch_*.ckpt"))) == 1  # one best checkpoint, and last.ckpt
 
 
 class Interrupt(L.Callback):

@@ -99,9 +99,11 @@ class MNISTDataModule(L.LightningDataModule):
             return DATASETS[self.dataset](self.data_dir, train=train, download=True)
         except (RuntimeError, OSError) as exc:
             folder = self.data_dir / DATASETS[self.dataset].__name__ / "raw"
+            reason = " ".join(str(exc).split())  # one paragraph: torchvision's message spans several lines
             raise UserError(
-                f"data.dataset={self.dataset}: its files are not in {folder} and could not be downloaded "
-                f"({exc}). Put the four .gz files there, or point data.data_dir at a folder that holds them."
+                f"data.dataset={self.dataset}: its files in {folder} could not be read or downloaded ({reason}). "
+                "Put the four .gz files there, or point paths.data_dir at a folder that holds "
+                f"{folder.parent.name}/raw/."
             ) from exc
 
     def prepare_data(self) -> None:

@@ -74,6 +74,7 @@ class ClassifierModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers its best
 
     def setup(self, stage: str) -> None:
         datamodule: Any = getattr(self.trainer, "datamodule", None)
@@ -94,8 +95,16 @@ class ClassifierModule(L.LightningModule):
                 f"Training diverged: the loss became {loss.item()} at step {self.global_step}. Lower "
                 "optimizer.lr, or clip gradients with trainer.gradient_clip_val=1.0."
             )
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_acc.update(logits, labels)
+        self.log(
+            "train/loss",
+            loss,
+            on_epoch=True,
+            on_step=False,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=True,
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -121,9 +130,6 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
         self.log("hp_metric", self.val_acc_best.compute(), sync_dist=True)  # TensorBoard's HPARAMS tab
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's batches are no result
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Dropout and augmentation draw from this generator: a resumed run draws what it would have.
