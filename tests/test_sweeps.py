@@ -23,6 +23,7 @@ def sweep_jobs(log_dir: Path) -> list[Path]:
     return sorted(path for path in sweep.iterdir() if path.is_dir())
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, mnist_dir: Path) -> None:
     paths = [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
     result = run_cli(
@@ -45,6 +46,7 @@ def test_a_user_error_outside_a_sweep_is_one_paragraph_and_exit_2(capsys: pytest
         print(1 / 0)
 
 
+@pytest.mark.slow
 def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_once(
     tmp_path: Path, mnist_dir: Path, make_cfg
 ) -> None:
@@ -66,6 +68,7 @@ def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_onc
     assert single["test/acc"] == pytest.approx(ddp_test_acc, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=2"]

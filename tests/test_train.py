@@ -26,6 +26,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_one_real_epoch_reaches_95_percent(make_cfg: Callable[..., DictConfig]) -> None:
     # The Keras tutorial's setup (batch 32, per-pixel standardization) for exactly one epoch.
     cfg = make_cfg(

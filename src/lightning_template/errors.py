@@ -36,6 +36,8 @@ def hide_library_noise() -> None:
     warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
     # Raised inside Lightning itself (utilities/_pytree.py) on recent PyTorch; nothing to change here.
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # ckpt_path=... continues in the checkpoint's own run directory on purpose.
+    warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
     # Advertising for Lightning's cloud services, printed at every fit.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "💡 Tip" not in str(r.msg))
 
