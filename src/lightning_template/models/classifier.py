@@ -72,7 +72,7 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers its best
 
@@ -95,18 +95,14 @@ class ClassifierModule(L.LightningModule):
                 f"Training diverged: the loss became {loss.item()} at step {self.global_step}. Lower "
                 "optimizer.lr, or clip gradients with trainer.gradient_clip_val=1.0."
             )
+        # Updated here, logged once per epoch: a self.log call per step would cost 0.5 ms, a fifth of a step.
+        self.train_loss.update(loss.detach(), weight=len(labels))
         self.train_acc.update(logits, labels)
-        self.log(
-            "train/loss",
-            loss,
-            on_epoch=True,
-            on_step=False,
-            prog_bar=True,
-            batch_size=len(labels),
-            sync_dist=True,
-        )
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss, prog_bar=True)  # metric objects: synced over processes
+        self.log("train/acc", self.train_acc)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, labels = batch
