@@ -128,21 +128,34 @@ class LearningCurves(L.Callback):
     def __init__(self, path: str | Path = "curves.png") -> None:
         self.path = Path(path)
         self.history: dict[str, dict[int, float]] = {}  # "train/loss" -> epoch -> value
+        self.trainer: L.Trainer | None = None
+        self.train_epoch: int | None = (
+            None  # the last training epoch, whose values the module logs at its end
+        )
 
-    def record(self, trainer: L.Trainer, stage: str) -> None:
-        """Keep this epoch's `<stage>/loss` and `<stage>/acc` (under DDP: the synced values)."""
-        for name, value in trainer.callback_metrics.items():
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def record(self, stage: str, epoch: int | None) -> None:
+        """Keep `<stage>/loss` and `<stage>/acc` of an epoch (under DDP: the synced values)."""
+        if self.trainer is None or epoch is None:
+            return
+        for name, value in self.trainer.callback_metrics.items():
             if name in (f"{stage}/loss", f"{stage}/acc"):
-                self.history.setdefault(name, {})[trainer.current_epoch] = float(value)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record(trainer, "train")
+                self.history.setdefault(name, {})[epoch] = float(value)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.record(trainer, "val")
+            self.record("val", trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_epoch = trainer.current_epoch  # its values arrive after this hook, from the module's
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record("train", self.train_epoch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record("train", self.train_epoch)
         if not trainer.is_global_zero or not self.history:
             return
         figure = Figure(figsize=(10, 4), layout="constrained")
@@ -157,6 +170,7 @@ class LearningCurves(L.Callback):
         figure.savefig(self.path)
 
     def state_dict(self) -> dict[str, Any]:
+        self.record("train", self.train_epoch)  # checkpoints are saved once the epoch's values are logged
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
