@@ -33,10 +33,10 @@ eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/r
 	$(BIN)/python -m lightning_template.eval $(ARGS)
 
 test: $(INSTALLED)  ## the whole test suite, on every core (about 2 minutes on 2 CPU cores)
-	$(BIN)/python -m pytest -n auto --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadgroup $(ARGS)
 
 test-fast: $(INSTALLED)  ## only the fast tests
-	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow" $(ARGS)
 
 bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -10,11 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
+# pytest -n runs one worker per core: a second torch thread per worker (and per subprocess) would only
+# make them wait for each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A few batches of each stage: enough to exercise every code path in seconds.
 FAST = [

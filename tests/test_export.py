@@ -19,6 +19,8 @@ from lightning_template.train import train
 
 from tests.conftest import FAST
 
+pytestmark = pytest.mark.xdist_group("test_export")  # one worker trains the module's checkpoint once
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
