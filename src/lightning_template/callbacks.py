@@ -9,27 +9,54 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from matplotlib import colormaps
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 Samples = tuple[Tensor, ...]  # images, predictions, labels, confidences: one row per digit
+FONT = ImageFont.load_default_imagefont()  # a bitmap font: 3x faster to draw than the default TrueType one
 
 
 def captioned_grid(images: Tensor, preds: Tensor, labels: Tensor, confidence: Tensor | None = None) -> Tensor:
     """Raw uint8 digits, enlarged to be read, each over `p:<pred> t:<true>`: green if right, red if wrong."""
+    captions = [f"p:{p} t:{t}" for p, t in zip(preds.tolist(), labels.tolist(), strict=True)]
+    if confidence is not None:
+        captions = [f"{caption} {c:.0%}" for caption, c in zip(captions, confidence.tolist(), strict=True)]
+    height, width = images.shape[-2] * 2, images.shape[-1] * 2
+    tile_width = max(width, *(int(FONT.getlength(caption)) + 4 for caption in captions))
     tiles = []
-    percents = [f" {c:.0%}" for c in confidence.tolist()] if confidence is not None else [""] * len(labels)
-    for image, p, t, percent in zip(images.cpu(), preds.tolist(), labels.tolist(), percents, strict=True):
-        width, height = image.shape[-1] * 3, image.shape[-2] * 3
-        tile = Image.new("RGB", (width, height + 14))
-        tile.paste(to_pil_image(image).resize((width, height), Image.Resampling.NEAREST))
-        ImageDraw.Draw(tile).text((2, height + 1), f"p:{p} t:{t}{percent}", fill="lime" if p == t else "red")
+    for image, caption, right in zip(images.cpu(), captions, (preds == labels).tolist(), strict=True):
+        digit = to_pil_image(image).resize((width, height), Image.Resampling.NEAREST)
+        tile = Image.new("RGB", (tile_width, height + 12))
+        tile.paste(digit, ((tile_width - width) // 2, 0))
+        ImageDraw.Draw(tile).text((2, height + 1), caption, fill="lime" if right else "red", font=FONT)
         tiles.append(pil_to_tensor(tile))
     return make_grid(tiles, pad_value=128)
+
+
+def confusion_image(matrix: Tensor, cell: int = 32) -> Tensor:
+    """Counts, true class down and predicted across, shaded by each row's share.
+
+    Drawn with PIL, not matplotlib: 5 ms instead of 0.4 s, which would be most of a test pass.
+    """
+    share = (matrix / matrix.sum(1, keepdim=True).clamp(min=1)).cpu()
+    n = len(matrix)
+    colours = Image.fromarray(colormaps["Blues"](share.numpy(), bytes=True)[..., :3])
+    image = Image.new("RGB", ((n + 1) * cell, (n + 1) * cell), "white")
+    image.paste(colours.resize((n * cell, n * cell), Image.Resampling.NEAREST), (cell, cell))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 8), "t\\p", fill="black", font=FONT)
+    for i in range(n):
+        draw.text((8, (i + 1) * cell + 10), str(i), fill="black", font=FONT)
+        draw.text(((i + 1) * cell + 8, 10), str(i), fill="black", font=FONT)
+        for j, count in enumerate(matrix[i].tolist()):
+            colour = "white" if share[i, j] > 0.5 else "black"
+            draw.text(((j + 1) * cell + 3, (i + 1) * cell + 10), str(count), fill=colour, font=FONT)
+    return pil_to_tensor(image)
 
 
 def confident_mistakes(samples: Samples, k: int) -> Samples:
@@ -43,7 +70,7 @@ def confident_mistakes(samples: Samples, k: int) -> Samples:
 class PredictionImages(L.Callback):
     """TensorBoard images of which digits the model gets wrong and how, which accuracy alone cannot tell."""
 
-    def __init__(self, num_images: int = 32) -> None:
+    def __init__(self, num_images: int = 16) -> None:
         self.num_images = num_images
         self.tensorboard: TensorBoardLogger | None = None
         self.confusion: dict[str, MulticlassConfusionMatrix] = {}  # "val" / "test": the last epoch's counts
@@ -66,8 +93,8 @@ class PredictionImages(L.Callback):
             return
         matrix = self.confusion[stage].compute()
         if trainer.is_global_zero:
-            figure, _ = self.confusion[stage].plot(matrix)
-            self.tensorboard.experiment.add_figure(f"{stage}/confusion_matrix", figure, trainer.global_step)
+            image = confusion_image(matrix)
+            self.tensorboard.experiment.add_image(f"{stage}/confusion_matrix", image, trainer.global_step)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.confusion.pop("val", None)

@@ -107,7 +107,11 @@ class MNISTDataModule(L.LightningDataModule):
             ) from exc
 
     def prepare_data(self) -> None:
-        self.load(train=True)
+        # Once per machine, before any process's setup: unpack or download only what is missing.
+        dataset = DATASETS[self.dataset]
+        raw = self.data_dir / dataset.__name__ / "raw"
+        if not all((raw / Path(url).stem).exists() for url, _ in dataset.resources):
+            self.load(train=True)
 
     def setup(self, stage: str) -> None:
         if self.data_train is not None:
@@ -120,7 +124,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_train = InMemoryDataset(images[fit], labels[fit])
         self.data_val = InMemoryDataset(images[val], labels[val])
         self.data_test = InMemoryDataset(test.data.unsqueeze(1), test.targets)
-        self.mean, self.std = fit_standardization(images[fit], self.normalize)  # training split only
+        self.mean, self.std = fit_standardization(self.data_train.tensors[0], self.normalize)
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
             for data in (self.data_train, self.data_val, self.data_test):
