@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def test_an_interrupted_run_saves_a_checkpoint_that_ckpt_path_last_resumes(
     with pytest.raises(SystemExit) as stopped:
         train(cfg)
     assert stopped.value.code == code
-    assert "ckpt_path=last" in caplog.text
+    resume = caplog.text.split("Resume with ", 1)[1].split()
+    assert resume[:3] == [sys.executable, "-m", "lightning_template.train"] and resume[-1] == "ckpt_path=last"
     saved = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(saved, weights_only=True)["global_step"] in (3, 4)  # SIGTERM finishes its step
     cfg.callbacks.interrupt = None
@@ -133,6 +135,29 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint_of_the_task(tmp_path: Path
     assert resume_dir("last", str(tmp_path), "new") == str(newer.parent.parent)
     assert resume_dir(None, str(tmp_path), "new") == "new"
     assert resume_dir("last", str(tmp_path / "nothing"), "new") == "new"  # train() reports it
+
+
+def test_ckpt_path_last_resumes_the_same_model_or_names_the_override(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    task_dir = tmp_path / "logs" / "train"
+    for age, (name, model) in enumerate((("older", "mlp"), ("newer", "cnn"))):
+        hydra_yaml = task_dir / "runs" / name / ".hydra" / "hydra.yaml"
+        hydra_yaml.parent.mkdir(parents=True)
+        hydra_yaml.write_text(
+            f"hydra:\n  runtime:\n    choices:\n      model: {model}\n      experiment: null\n"
+        )
+        checkpoint = task_dir / "runs" / name / "checkpoints" / "last.ckpt"
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(b"")
+        os.utime(checkpoint, (1000 + age, 1000 + age))
+    make_cfg("train", ["model=cnn"])  # the run's config groups, as the command line records them
+    assert find_checkpoint("last", str(task_dir)).parts[-3] == "newer"
+    make_cfg("train", [])
+    assert find_checkpoint("last", str(task_dir)).parts[-3] == "older"
+    make_cfg("train", ["experiment=keras_tutorial"])
+    with pytest.raises(UserError, match=r"trained with model=cnn experiment=null: run with those"):
+        find_checkpoint("last", str(task_dir))
 
 
 def test_a_diverging_run_stops_with_a_message(make_cfg: Callable[..., DictConfig]) -> None:

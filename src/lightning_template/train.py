@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,11 @@ def print_summary(title: str, metrics: Mapping[str, float], places: Mapping[str,
         console.print(f"[bold]{name}:[/bold] {place}", soft_wrap=True)
 
 
+def command(module: str, *args: str) -> str:
+    """A command to paste into any shell in any folder: this interpreter by its full path, no venv to activate."""
+    return shlex.join([sys.executable, "-m", module, *args])
+
+
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     """The Trainer's last logged values as plain floats."""
     return {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
@@ -112,7 +118,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (SystemExit, SIGTERMException):  # Lightning turns Ctrl-C into SystemExit after saving
-        log.warning("Interrupted: checkpoint saved. Resume with the same command plus ckpt_path=last.")
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        overrides = [o for o in overrides if not o.startswith("ckpt_path=")] + ["ckpt_path=last"]
+        log.warning(
+            "Interrupted: checkpoint saved. Resume with %s", command("lightning_template.train", *overrides)
+        )
         sys.exit(128 + signal.SIGTERM if trainer.received_sigterm else 130)
     metrics = final_metrics(trainer)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -121,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(final_metrics(trainer))
     places = {"Run directory": cfg.paths.output_dir, "Best checkpoint": best or "(none)"}
     if trainer.loggers:
-        places["TensorBoard"] = f"tensorboard --logdir {cfg.paths.output_dir}"
+        places["TensorBoard"] = command("tensorboard.main", "--logdir", cfg.paths.output_dir)
     print_summary("Training finished", metrics, places)
     return metrics
 

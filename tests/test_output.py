@@ -1,0 +1,79 @@
+"""What a user reads: no warning the template could avoid, and printed commands that run as printed."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+# A line holding one of these is a warning the user would have to read and judge.
+SUSPECT = ("Warning", "warn(", "Skipping setting")
+ALLOWED: dict[str, str] = {}  # a part of an allowed line: why it cannot be avoided
+
+
+def suspect_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    lines = (result.stdout + result.stderr).splitlines()
+    return [
+        line
+        for line in lines
+        if any(word in line for word in SUSPECT) and not any(part in line for part in ALLOWED)
+    ]
+
+
+@pytest.mark.slow
+def test_train_eval_predict_and_a_sweep_print_no_avoidable_warning(tmp_path: Path, mnist_dir: Path) -> None:
+    paths = [f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
+    train = run_cli("lightning_template.train", ["debug=fast", *paths], cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    checkpoint = next((tmp_path / "logs" / "debug" / "runs").glob("*/checkpoints/last.ckpt"))
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    results = {
+        "train": train,
+        "eval": run_cli("lightning_template.eval", [f"ckpt_path={checkpoint}", *paths], cwd=tmp_path),
+        "predict": run_cli(
+            "lightning_template.predict",
+            [f"ckpt_path={checkpoint}", "inputs=digit.png", *paths],
+            cwd=tmp_path,
+        ),
+        "sweep": run_cli(
+            "lightning_template.train", ["-m", "debug=fast", "optimizer.lr=0.01,0.001", *paths], cwd=tmp_path
+        ),
+    }
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name}:\n{result.stderr}"
+        assert suspect_lines(result) == [], name
+
+
+@pytest.mark.slow
+def test_the_printed_tensorboard_command_starts_it_from_a_fresh_shell(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    paths = [f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
+    train = run_cli("lightning_template.train", ["debug=fast", *paths], cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    printed = dict(line.split(": ", 1) for line in train.stdout.splitlines() if ": " in line)
+    elsewhere, bare_env = tmp_path / "elsewhere", {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    elsewhere.mkdir()
+
+    tensorboard = subprocess.Popen(
+        [*shlex.split(printed["TensorBoard"]), "--port", "0"],
+        cwd=elsewhere,
+        env=bare_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, banner = time.monotonic() + 120, ""
+        while "http://" not in banner and time.monotonic() < deadline and tensorboard.poll() is None:
+            banner += tensorboard.stderr.readline() if tensorboard.stderr else ""
+        assert "http://" in banner, banner  # "TensorBoard 2.x at http://localhost:<port>/"
+    finally:
+        tensorboard.kill()
+        tensorboard.wait()
