@@ -48,9 +48,11 @@ def now(device: torch.device) -> float:
 class BareModule(L.LightningModule):
     """Lightning with nothing on top: the same network, standardization and optimizer."""
 
-    def __init__(self, cfg: DictConfig, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, cfg: DictConfig, datamodule: Any) -> None:
         super().__init__()
-        self.net, self.optimizer_factory = instantiate(cfg.model.net), instantiate(cfg.optimizer)
+        self.net = instantiate(cfg.model.net, input_shape=datamodule.input_shape, num_classes=10)
+        self.optimizer_factory = instantiate(cfg.optimizer)
+        mean, std = datamodule.mean, datamodule.std
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
@@ -75,7 +77,8 @@ class Clock(L.Callback):
             datamodule = trainer.datamodule
             self.images, self.labels = datamodule.data_train.tensors
             self.mean, self.std = datamodule.mean.to(self.device), datamodule.std.to(self.device)
-            self.net = instantiate(self.cfg.model.net).to(self.device)
+            net = instantiate(self.cfg.model.net, input_shape=datamodule.input_shape, num_classes=10)
+            self.net = net.to(self.device)
             self.optimizer = instantiate(self.cfg.optimizer)(self.net.parameters())
 
     def plain_epoch(self) -> float:
@@ -152,7 +155,7 @@ def run_row(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, lis
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         trainer = template.build_trainer(cfg, callbacks=[clock], limit_val_batches=0)
-        trainer.fit(BareModule(cfg, datamodule.mean, datamodule.std), datamodule=datamodule)
+        trainer.fit(BareModule(cfg, datamodule), datamodule=datamodule)
         return clock.seconds
     trainers, build = [], template.build_trainer
 

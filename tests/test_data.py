@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_template.data.augment import RandomWarp
-from lightning_template.data.mnist import MNISTDataModule, fit_standardization, val_size
+from lightning_template.data.datamodule import fit_standardization, split_size
+from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
 from lightning_template.train import train
 
@@ -28,11 +29,11 @@ def datamodule(mnist_dir: Path) -> MNISTDataModule:
 
 
 def test_val_split_is_a_fraction_or_a_count() -> None:
-    assert val_size(0.1, 60_000) == 6000
-    assert val_size(5000, 60_000) == 5000
+    assert split_size(0.1, 60_000, "data.val_split") == 6000
+    assert split_size(5000, 60_000, "data.val_split") == 5000
     for bad in (0.0, 1.0, 1.5, 0, 60_000, -3, True, "10%"):
         with pytest.raises(UserError, match=r"data\.val_split"):
-            val_size(bad, 60_000)  # type: ignore[arg-type]
+            split_size(bad, 60_000, "data.val_split")  # type: ignore[arg-type]
 
 
 def test_splits_are_disjoint_cover_the_training_set_and_follow_the_seed(
@@ -42,13 +43,10 @@ def test_splits_are_disjoint_cover_the_training_set_and_follow_the_seed(
     assert len(train_set[0]) == 55_000 and len(val_set[0]) == 5000
     assert len(datamodule.data_test.tensors[0]) == 10_000  # the official test set, untouched
     # Together the two splits hold every training image exactly once: compare label counts and pixel sums.
-    official = datamodule.load(train=True)
-    assert torch.equal(
-        torch.bincount(torch.cat([train_set[1], val_set[1]])), torch.bincount(official.targets)
-    )
-    assert train_set[0].sum(dtype=torch.int64) + val_set[0].sum(dtype=torch.int64) == official.data.sum(
-        dtype=torch.int64
-    )
+    (images, labels), _ = datamodule.load()
+    assert torch.equal(torch.bincount(torch.cat([train_set[1], val_set[1]])), torch.bincount(labels))
+    total = train_set[0].sum(dtype=torch.int64) + val_set[0].sum(dtype=torch.int64)
+    assert total == images.sum(dtype=torch.int64)
     same = MNISTDataModule(data_dir=mnist_dir, seed=7)
     same.setup("fit")
     other = MNISTDataModule(data_dir=mnist_dir, seed=8)

@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
 def check(checkpoint: Path, mnist_dir: Path) -> Callable[[Callable[[torch.Tensor], torch.Tensor]], None]:
     """Assert that a loaded export gives the checkpoint's probabilities for one image and for several."""
     model = load_checkpoint(checkpoint).eval()
-    images = MNISTDataModule(data_dir=mnist_dir).load(train=False).data[5000:5007].unsqueeze(1)
+    images = MNISTDataModule(data_dir=mnist_dir).load()[1][0][5000:5007]
 
     def assert_matches(run: Callable[[torch.Tensor], torch.Tensor]) -> None:
         for batch in (images[:1], images):

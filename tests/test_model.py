@@ -19,16 +19,16 @@ MLP_CONFIG = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [
 
 
 def test_mlp_is_the_tutorials_784_64_32_10() -> None:
-    net = MLP()
+    net = MLP(input_shape=[1, 28, 28], num_classes=10)
     assert sum(p.numel() for p in net.parameters()) == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
     assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
-    wide = MLP(hidden_sizes=[128, 64, 32], dropout=0.2, batch_norm=True)
-    assert wide(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    wide = MLP([3, 48, 40], 3, hidden_sizes=[128, 64, 32], dropout=0.2, batch_norm=True)
+    assert wide(torch.randn(5, 3, 48, 40)).shape == (5, 3)  # any C x H x W, flattened
 
 
 def test_cnn_takes_images_and_gives_logits() -> None:
-    assert CNN()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
-    assert CNN(in_channels=3, image_size=32, num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    assert CNN([1, 28, 28], 10)(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert CNN([3, 48, 36], 4)(torch.randn(2, 3, 48, 36)).shape == (2, 4)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_cnn_takes_images_and_gives_logits() -> None:
 )
 def test_bad_network_settings_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
-        MLP(**kwargs)
+        MLP([1, 28, 28], 10, **kwargs)
 
 
 def test_module_standardizes_raw_pixels_with_its_own_buffers() -> None:

@@ -38,7 +38,7 @@ def test_digits_of_any_size_polarity_and_position_get_the_models_answer(
     make_cfg: Callable[..., DictConfig], checkpoint: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
     model = load_checkpoint(checkpoint).eval()
-    images = MNISTDataModule(data_dir=mnist_dir).load(train=False).data[:100]
+    images = MNISTDataModule(data_dir=mnist_dir).load()[1][0][:100, 0]
     with torch.inference_mode():
         probabilities = model(images.unsqueeze(1)).softmax(dim=1)
     surest = int(probabilities.max(dim=1).values.argmax())  # briefly trained: pick a digit it is sure of
@@ -60,13 +60,13 @@ def test_digits_of_any_size_polarity_and_position_get_the_models_answer(
     with csv_path.open() as file:
         rows = {Path(row["path"]).name: row for row in csv.DictReader(file)}
     assert list(rows) == ["mnist.png", "notes.txt", "scan.jpg", "strokes.png"]
-    assert list(rows["mnist.png"]) == ["path", "digit", *(f"prob_{i}" for i in range(10)), "error"]
+    assert list(rows["mnist.png"]) == ["path", "class", *(f"prob_{i}" for i in range(10)), "error"]
     for name in ("mnist.png", "scan.jpg", "strokes.png"):
-        assert rows[name]["digit"] == str(expected) and rows[name]["error"] == ""
+        assert rows[name]["class"] == str(expected) and rows[name]["error"] == ""
         assert sum(float(rows[name][f"prob_{i}"]) for i in range(10)) == pytest.approx(1, abs=1e-4)
     read_back = [float(rows["mnist.png"][f"prob_{i}"]) for i in range(10)]
     assert read_back == pytest.approx(probabilities[surest].tolist(), abs=0.02)  # a PNG is the same digit
-    assert rows["notes.txt"]["digit"] == rows["notes.txt"]["prob_0"] == ""
+    assert rows["notes.txt"]["class"] == rows["notes.txt"]["prob_0"] == ""
     assert "cannot identify image file" in rows["notes.txt"]["error"]
 
 

@@ -53,10 +53,11 @@ def test_a_run_writes_checkpoints_and_tensorboard_and_eval_reproduces_it(
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
     assert b"val/acc_best" in hparams["_hparams_/experiment"]  # a metric to compare runs by
 
-    # The checkpoint alone (network and standardization) gives the same test accuracy.
+    # The checkpoint alone (network, standardization, data config) gives the same test accuracy.
     best = tmp_path / "checkpoints" / "epoch_000.ckpt"
-    same_test_set = ["data.eval_batch_size=500", "++trainer.limit_test_batches=2"]
-    evaluated = evaluate(make_cfg("eval", [f"ckpt_path={best}", "logger=none", *same_test_set]))
+    evaluated = evaluate(
+        make_cfg("eval", [f"ckpt_path={best}", "logger=none", "++trainer.limit_test_batches=2"])
+    )
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-7)
 
 
@@ -203,7 +204,7 @@ def test_model_cnn_trains_and_its_checkpoint_evaluates(
 ) -> None:
     metrics = train(make_cfg("train", [*FAST, "model=cnn", "logger=none"]))
     best = tmp_path / "checkpoints" / "epoch_000.ckpt"
-    same_test_set = ["data.eval_batch_size=500", "++trainer.limit_test_batches=2", "logger=none"]
+    same_test_set = ["++trainer.limit_test_batches=2", "logger=none"]
     assert evaluate(make_cfg("eval", [f"ckpt_path={best}", *same_test_set]))["test/acc"] == pytest.approx(
         metrics["test/acc"], abs=1e-7
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_template.checkpoints import load_checkpoint
 from lightning_template.errors import hide_library_noise, report_user_errors
@@ -14,6 +14,9 @@ from lightning_template.train import build_trainer, final_metrics, print_summary
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint's model, which carries its own network and standardization."""
     model = load_checkpoint(cfg.get("ckpt_path"))
+    given = cfg.get("data") or {}
+    with open_dict(cfg):  # the data the model was trained on, unless data=<option>, with data.* on top
+        cfg.data = given if "_target_" in given else OmegaConf.merge(model.hparams["data"], given)
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=instantiate(cfg.data), verbose=False)
     metrics = final_metrics(trainer)

@@ -1,4 +1,4 @@
-"""Classify image files of handwritten digits: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
+"""Classify image files: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightning_template.checkpoints import load_checkpoint
+from lightning_template.data.image_folder import read_image
 from lightning_template.errors import UserError, hide_library_noise, report_user_errors
 
 # MNIST's digits are fitted into a 20x20 box, with their centre of mass at (14, 14) of the 28x28 field.
@@ -40,7 +41,7 @@ def find_inputs(inputs: str | list[str] | ListConfig | None) -> list[Path]:
     return list(files)
 
 
-def mnist_like(path: Path) -> np.ndarray:
+def mnist_like(path: Path) -> torch.Tensor:
     """The image's digit drawn as MNIST's are (white on black, 20 px, centred by mass), as the model expects."""
     with Image.open(path) as file:
         image = ImageOps.exif_transpose(file)  # phone photos are stored sideways
@@ -63,42 +64,42 @@ def mnist_like(path: Path) -> np.ndarray:
     top, left = np.clip(np.round(CENTRE - centre), 0, FIELD - np.array(ink.shape)).astype(int)
     field = np.zeros((FIELD, FIELD), dtype=np.uint8)
     field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink.round()
-    return field
+    return torch.from_numpy(field).unsqueeze(0)
 
 
 def predict(cfg: DictConfig) -> Path:
     """Classify every file that `inputs` names; an unreadable file costs its own row, not the run."""
     model = load_checkpoint(cfg.get("ckpt_path")).eval()
     files = find_inputs(cfg.get("inputs"))
-    digits, errors = {}, {}
+    (channels, *size), names = model.hparams["input_shape"], model.hparams["class_names"]
+    digits = [channels, *size] == [1, FIELD, FIELD] and names == list("0123456789")  # an MNIST-like model
+    images, errors = {}, {}
     for path in files:
         try:
-            digits[path] = torch.from_numpy(mnist_like(path))
+            images[path] = mnist_like(path) if digits else read_image(path, size, grayscale=channels == 1)
         except (OSError, ValueError) as exc:
             errors[path] = str(exc)
     probabilities: dict[Path, list[float]] = {}
-    if digits:
-        images = torch.stack(list(digits.values())).unsqueeze(1)
-        with torch.inference_mode():
-            logits = torch.cat([model(batch) for batch in images.split(1024)])  # memory for any folder
-        probabilities = dict(zip(digits, logits.softmax(dim=1).tolist(), strict=True))
+    if images:
+        with torch.inference_mode():  # in slices: memory for any folder
+            logits = torch.cat([model(batch) for batch in torch.stack(list(images.values())).split(1024)])
+        probabilities = dict(zip(images, logits.softmax(dim=1).tolist(), strict=True))
 
-    num_classes = model.hparams["num_classes"]
     rows = []
     for path in files:
         p = probabilities.get(path)
-        cells = [int(np.argmax(p)), *(f"{q:.6f}" for q in p)] if p else [""] * (num_classes + 1)
+        cells = [names[int(np.argmax(p))], *(f"{q:.6f}" for q in p)] if p else [""] * (len(names) + 1)
         rows.append([str(path), *cells, errors.get(path, "")])
     csv_path = Path(cfg.output_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["path", "digit", *(f"prob_{i}" for i in range(num_classes)), "error"])
+        writer.writerow(["path", "class", *(f"prob_{name}" for name in names), "error"])
         writer.writerows(rows)
 
-    table = Table("file", "digit", "probability", "error", title="Predictions")
-    for path, digit, *probs, error in rows[: cfg.table_rows]:
-        table.add_row(path, str(digit), "" if error else probs[digit], error)
+    table = Table("file", "class", "probability", "error", title="Predictions")
+    for file_name, name, *probs, error in rows[: cfg.table_rows]:
+        table.add_row(file_name, name, "" if error else probs[names.index(name)], error)
     console = Console(markup=False)  # file names are no markup
     console.print(table)
     console.print(

@@ -100,13 +100,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: Any = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # the network is built for the data's image shape and classes
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     model: L.LightningModule = instantiate(
-        cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler
+        cfg.model,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        input_shape=datamodule.input_shape,
+        class_names=datamodule.classes,
+        data=OmegaConf.to_container(cfg.data, resolve=True),  # eval tests on the same data
     )
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
-    trainer = build_trainer(cfg, callbacks=callbacks)
+    batches = len(datamodule.train_dataloader())  # a small dataset logs at least once per epoch
+    log_every_n_steps = min(cfg.trainer.get("log_every_n_steps", 50), batches)
+    trainer = build_trainer(cfg, callbacks=callbacks, log_every_n_steps=log_every_n_steps)
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
     saved_net = load_checkpoint(ckpt_path).hparams["net"] if ckpt_path else model.hparams["net"]
     if saved_net != model.hparams["net"]:

@@ -21,8 +21,8 @@ from lightning_template.errors import UserError
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
-def build_network(config: Mapping[str, Any]) -> nn.Module:
-    """Build the network from its config, refusing any `_target_` that is not an nn.Module."""
+def build_network(config: Mapping[str, Any], input_shape: list[int], num_classes: int) -> nn.Module:
+    """Build the network for the data's image shape and classes, refusing a `_target_` that is no nn.Module."""
     target = str(config.get("_target_"))
     try:
         is_module = issubclass(get_class(target), nn.Module)
@@ -30,7 +30,7 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
         is_module = False
     if not is_module:
         raise UserError(f"model.net._target_={target!r} is not an nn.Module class.")
-    return instantiate(config)
+    return instantiate(config, input_shape=input_shape, num_classes=num_classes)
 
 
 class ClassifierModule(L.LightningModule):
@@ -49,18 +49,23 @@ class ClassifierModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: Mapping[str, Any] | None = None,
         input_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
+        class_names: Sequence[str] = tuple("0123456789"),
         label_smoothing: float = 0.0,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
+        """`input_shape` and `class_names` come from the data; `data` is its config, which eval reuses."""
         super().__init__()
         # Plain Python values only, so that checkpoints load with weights_only=True.
         if isinstance(net, DictConfig):
             net = OmegaConf.to_container(net, resolve=True)  # type: ignore[assignment]
-        input_shape = [int(size) for size in input_shape]
+        input_shape, class_names = [int(size) for size in input_shape], [str(name) for name in class_names]
+        if isinstance(data, DictConfig):
+            data = OmegaConf.to_container(data)  # type: ignore[assignment]
+        num_classes = len(class_names)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.net = build_network(net)
+        self.net = build_network(net, input_shape, num_classes)
         self.optimizer, self.scheduler, self.label_smoothing = optimizer, scheduler, label_smoothing
         if optimizer is not None:
             check_optimizer(optimizer, self.net)
@@ -72,6 +77,7 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_class_acc = MulticlassAccuracy(num_classes, average=None)  # one accuracy per class
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers its best
@@ -111,6 +117,8 @@ class ClassifierModule(L.LightningModule):
         loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         loss.update(F.cross_entropy(logits, labels), weight=len(labels))
         acc.update(logits, labels)
+        if stage == "test":
+            self.test_class_acc.update(logits, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return {"logits": logits}  # for the callbacks that draw predictions and mistakes
@@ -127,6 +135,12 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
         self.log("hp_metric", self.val_acc_best.compute(), sync_dist=True)  # TensorBoard's HPARAMS tab
+
+    def on_test_epoch_end(self) -> None:
+        accuracies = self.test_class_acc.compute().tolist()  # synced over processes
+        names = self.hparams["class_names"]
+        self.log_dict({f"test/acc/{name}": acc for name, acc in zip(names, accuracies, strict=True)})
+        self.test_class_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Dropout and augmentation draw from this generator: a resumed run draws what it would have.

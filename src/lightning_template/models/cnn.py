@@ -15,22 +15,22 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 1,
-        image_size: int = 28,
+        input_shape: Sequence[int],
+        num_classes: int,
         channels: Sequence[int] = (6, 16),
         hidden_sizes: Sequence[int] = (120, 84),
-        num_classes: int = 10,
         dropout: float = 0.0,
     ) -> None:
+        """`input_shape` (C, H, W) and `num_classes` come from the data, the rest from the config."""
         super().__init__()
         check_layers(list(hidden_sizes), dropout)
         layers: list[nn.Module] = []
-        width, size = in_channels, image_size
+        depth, height, width = input_shape
         for out in channels:
-            layers += [nn.Conv2d(width, out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
-            width, size = out, size // 2
+            layers += [nn.Conv2d(depth, out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+            depth, height, width = out, height // 2, width // 2
         layers.append(nn.Flatten())
-        features = width * size * size
+        features = depth * height * width
         for units in hidden_sizes:
             layers += [nn.Linear(features, units), nn.ReLU(), nn.Dropout(dropout)]
             features = units
@@ -38,5 +38,5 @@ class CNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch of standardized images (N, in_channels, image_size, image_size)."""
+        """Class logits for a batch of standardized images (N, C, H, W)."""
         return self.layers(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,16 +26,17 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        input_dim: int = 784,
+        input_shape: Sequence[int],
+        num_classes: int,
         hidden_sizes: Sequence[int] = (64, 32),
-        num_classes: int = 10,
         dropout: float = 0.0,
         batch_norm: bool = False,
     ) -> None:
+        """`input_shape` (C, H, W) and `num_classes` come from the data, the rest from the config."""
         super().__init__()
         check_layers(list(hidden_sizes), dropout)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = input_dim
+        width = math.prod(input_shape)
         for size in hidden_sizes:
             layers.append(nn.Linear(width, size, bias=not batch_norm))
             if batch_norm:
