@@ -42,7 +42,7 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("data")
     shutil.copytree(REPO / "data" / "MNIST" / "raw", root / "MNIST" / "raw")
-    MNISTDataModule(data_dir=root).prepare_data()
+    MNISTDataModule(data_dir=root).load()
     return root
 
 

@@ -12,7 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_template.callbacks import LearningCurves, PredictionImages, confident_mistakes
+from lightning_template.callbacks import PredictionImages, confident_mistakes
+from lightning_template.curves import LearningCurves
 from lightning_template.train import train
 
 from tests.conftest import FAST

@@ -146,5 +146,5 @@ def test_fashion_mnist_files_train_end_to_end(make_cfg: Callable[..., DictConfig
 
 def test_missing_files_offline_say_where_to_put_them(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="KMNIST/raw") as error:
-        MNISTDataModule(data_dir=tmp_path, dataset="kmnist").prepare_data()
+        MNISTDataModule(data_dir=tmp_path, dataset="kmnist").setup("fit")
     assert "paths.data_dir" in str(error.value)

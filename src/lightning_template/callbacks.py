@@ -1,17 +1,14 @@
-"""What the scalars cannot show: digits with their predictions, confusion matrices, and curves.png."""
+"""PredictionImages: what the scalars cannot show, images with their predictions and confusion matrices."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -79,24 +76,20 @@ class PredictionImages(L.Callback):
     def __init__(self, num_images: int = 16) -> None:
         self.num_images = num_images
         self.tensorboard: TensorBoardLogger | None = None
-        self.confusion: dict[str, MulticlassConfusionMatrix] = {}  # "val" / "test": the last epoch's counts
         self.shown: list[tuple[Tensor, Tensor, Tensor]] = []  # val images, preds, labels
         self.mistakes: list[Samples] = []  # each test batch's candidates on this process
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        self.tensorboard = loggers[0] if loggers else None
+        self.tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         self.names = list(pl_module.hparams["class_names"])
-
-    def update_confusion(self, stage: str, logits: Tensor, labels: Tensor) -> None:
-        """Add a batch to the stage's confusion matrix, sized by the number of classes the logits have."""
-        if stage not in self.confusion:
-            self.confusion[stage] = MulticlassConfusionMatrix(logits.shape[1]).to(logits.device)
-        self.confusion[stage].update(logits, labels)
+        self.confusion = {  # the last validation epoch's counts, and the test's
+            stage: MulticlassConfusionMatrix(len(self.names)).to(trainer.strategy.root_device)
+            for stage in ("val", "test")
+        }
 
     def draw_confusion(self, trainer: L.Trainer, stage: str) -> None:
         """Every process takes part in computing (which syncs the counts); rank zero draws."""
-        if self.tensorboard is None or stage not in self.confusion:
+        if self.tensorboard is None or not self.confusion[stage].update_called:
             return
         matrix = self.confusion[stage].compute()
         if trainer.is_global_zero:
@@ -104,7 +97,7 @@ class PredictionImages(L.Callback):
             self.tensorboard.experiment.add_image(f"{stage}/confusion_matrix", image, trainer.global_step)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.confusion.pop("val", None)
+        self.confusion["val"].reset()
         self.shown = []
 
     def on_validation_batch_end(
@@ -113,7 +106,7 @@ class PredictionImages(L.Callback):
         if self.tensorboard is None or trainer.sanity_checking:
             return
         (images, labels), logits = batch, outputs["logits"]
-        self.update_confusion("val", logits, labels)
+        self.confusion["val"].update(logits, labels)
         missing = self.num_images - sum(len(labels) for _, _, labels in self.shown)
         if trainer.is_global_zero and missing > 0:
             self.shown.append((images[:missing], logits[:missing].argmax(1), labels[:missing]))
@@ -129,7 +122,7 @@ class PredictionImages(L.Callback):
         self.draw_confusion(trainer, "val")
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.confusion.pop("test", None)
+        self.confusion["test"].reset()
         self.mistakes = []
 
     def on_test_batch_end(
@@ -138,7 +131,7 @@ class PredictionImages(L.Callback):
         if self.tensorboard is None:
             return
         (images, labels), logits = batch, outputs["logits"]
-        self.update_confusion("test", logits, labels)
+        self.confusion["test"].update(logits, labels)
         confidences, preds = logits.softmax(1).max(1)
         self.mistakes.append(confident_mistakes((images, preds, labels, confidences), self.num_images))
 
@@ -154,75 +147,3 @@ class PredictionImages(L.Callback):
         if trainer.is_global_zero and wrong.any():
             grid = captioned_grid(images[wrong], preds[wrong], labels[wrong], self.names, confidences[wrong])
             self.tensorboard.experiment.add_image("test/mistakes", grid, trainer.global_step)
-
-
-class LearningCurves(L.Callback):
-    """curves.png, the Keras tutorial's history plot: no TensorBoard needed; resumed runs plot every epoch."""
-
-    def __init__(self, path: str | Path = "curves.png") -> None:
-        self.path = Path(path)
-        self.history: dict[str, dict[int, float]] = {}  # "train/loss" -> epoch -> value
-        self.trainer: L.Trainer | None = None
-        self.train_epoch: int | None = (
-            None  # the last training epoch, whose values the module logs at its end
-        )
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.trainer = trainer
-
-    def record(self, stage: str, epoch: int | None) -> None:
-        """Keep `<stage>/loss` and `<stage>/acc` of an epoch (under DDP: the synced values)."""
-        if self.trainer is None or epoch is None:
-            return
-        for name, value in self.trainer.callback_metrics.items():
-            if name in (f"{stage}/loss", f"{stage}/acc"):
-                self.history.setdefault(name, {})[epoch] = float(value)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.record("val", trainer.current_epoch)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.train_epoch = trainer.current_epoch  # its values arrive after this hook, from the module's
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record("train", self.train_epoch)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record("train", self.train_epoch)
-        if not trainer.is_global_zero or not self.history:
-            return
-        figure = Figure(figsize=(10, 4), layout="constrained")
-        for axes, metric in zip(figure.subplots(1, 2), ("loss", "acc"), strict=True):
-            for stage, label in (("train", "train"), ("val", "validation")):
-                values = self.history.get(f"{stage}/{metric}", {})
-                axes.plot(list(values), list(values.values()), marker="o", label=label)
-            axes.set(title=metric, xlabel="epoch")
-            axes.xaxis.get_major_locator().set_params(integer=True)
-            axes.legend()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(self.path)
-
-    def state_dict(self) -> dict[str, Any]:
-        self.record("train", self.train_epoch)  # checkpoints are saved once the epoch's values are logged
-        return {"history": self.history}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = state_dict["history"]
-
-
-class CheckpointOnInterrupt(L.Callback):
-    """Ctrl-C or SIGTERM (a scheduler's preemption) saves last.ckpt, which `ckpt_path=last` resumes.
-
-    Not Lightning's OnExceptionCheckpoint: it also saves after a crash or a diverging loss, and makes
-    every new fit warn that it looked for a checkpoint to resume.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        if trainer.training and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            trainer.save_checkpoint(self.path)

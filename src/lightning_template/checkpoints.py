@@ -1,4 +1,5 @@
-"""Where checkpoints are found (`ckpt_path=last`, the resumed run's directory) and how they are loaded."""
+"""Where checkpoints are found (`ckpt_path=last`, the resumed run's directory), how they are loaded, and the
+checkpoint saved on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from lightning_template.errors import UserError
@@ -44,47 +47,39 @@ def load_checkpoint(ckpt_path: str | Path | None) -> ClassifierModule:
     return ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
-def run_choices(run_dir: Path) -> dict[str, Any]:
-    """The config groups a run was composed from, as Hydra recorded them ({} if it did not)."""
-    path = run_dir / ".hydra" / "hydra.yaml"
+def run_choices(checkpoint: Path) -> dict[str, Any]:
+    """The config groups the checkpoint's run chose, as Hydra recorded them ({} if it did not)."""
+    path = checkpoint.parent.parent / ".hydra" / "hydra.yaml"
     return dict(OmegaConf.load(path).hydra.runtime.choices) if path.is_file() else {}
 
 
 def find_checkpoint(ckpt_path: str | None, task_dir: str) -> Path | None:
     """`ckpt_path` as a file: `last` is the newest last.ckpt among this task's runs and sweep jobs,
-    of those that chose the same model and experiment as this run."""
-    if not ckpt_path:
-        return None
+    of those whose run chose the same model and experiment as this one."""
     if ckpt_path != "last":
-        return Path(ckpt_path)
-    found = sorted(
-        Path(task_dir).glob("*runs/**/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime
-    )
+        return Path(ckpt_path) if ckpt_path else None
+    found = sorted(Path(task_dir).glob("*runs/**/checkpoints/last.ckpt"), key=lambda p: -p.stat().st_mtime)
     if not found:
         raise UserError(f"ckpt_path=last: no run under {task_dir} has a checkpoints/last.ckpt to resume.")
-    if not HydraConfig.initialized():  # train(cfg) called from Python: no choices to compare
-        return found[-1]
-    ours = HydraConfig.get().runtime.choices
+    ours = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
 
     def differences(path: Path) -> list[str]:
-        """The overrides that would choose what the checkpoint's run chose."""
-        theirs = run_choices(path.parent.parent)
-        if not theirs:  # not a run of the command line: nothing to compare
-            return []
+        """The overrides that would choose what the checkpoint's run chose (none for a run without Hydra)."""
+        theirs = run_choices(path) if ours else {}
         return [
-            f"{group}={theirs.get(group) or 'null'}"
-            for group in SAME_RUN_GROUPS
-            if theirs.get(group) != ours.get(group)
+            f"{g}={theirs.get(g) or 'null'}"
+            for g in SAME_RUN_GROUPS
+            if theirs and theirs.get(g) != ours.get(g)
         ]
 
-    for path in reversed(found):
-        if not differences(path):
-            return path
-    overrides = " ".join(differences(found[-1]))
-    raise UserError(
-        f"ckpt_path=last: no last.ckpt under {task_dir} comes from a run with this model and experiment. "
-        f"The newest one, {found[-1]}, was trained with {overrides}: run with those to resume it."
-    )
+    same = next((path for path in found if not differences(path)), None)
+    if same is None:
+        raise UserError(
+            f"ckpt_path=last: no last.ckpt under {task_dir} comes from a run with this model and experiment. "
+            f"The newest one, {found[0]}, was trained with {' '.join(differences(found[0]))}: run with those "
+            "to resume it."
+        )
+    return same
 
 
 def resume_dir(ckpt_path: str | None, task_dir: str, new_dir: str) -> str:
@@ -94,3 +89,17 @@ def resume_dir(ckpt_path: str | None, task_dir: str, new_dir: str) -> str:
     except UserError:
         return new_dir  # train() reports it, having written nothing into an earlier run
     return str(path.parent.parent) if path and path.parent.name == "checkpoints" else new_dir
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C or SIGTERM (a preemption) saves last.ckpt, which `ckpt_path=last` resumes. Not Lightning's
+    OnExceptionCheckpoint, which also saves after a crash and makes every new fit warn about resuming."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.training and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            trainer.save_checkpoint(self.path)

@@ -67,8 +67,6 @@ class SweepFailures(Callback):
         failed = sorted(Path(config.hydra.sweep.dir).glob("*/error.txt"))
         if failed:
             jobs = ", ".join(str(path.parent) for path in failed)
-            print(
-                f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see error.txt in each.",
-                file=sys.stderr,
-            )
+            message = f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see their error.txt."
+            print(message, file=sys.stderr)
             sys.exit(1)

@@ -71,7 +71,7 @@ def predict(cfg: DictConfig) -> Path:
     """Classify every file that `inputs` names; an unreadable file costs its own row, not the run."""
     model = load_checkpoint(cfg.get("ckpt_path")).eval()
     files = find_inputs(cfg.get("inputs"))
-    (channels, *size), names = model.hparams["input_shape"], model.hparams["class_names"]
+    (channels, *size), names = model.hparams["input_shape"], list(model.hparams["class_names"])
     digits = [channels, *size] == [1, FIELD, FIELD] and names == list("0123456789")  # an MNIST-like model
     images, errors = {}, {}
     for path in files:

@@ -48,8 +48,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 @rank_zero_only
 def log_hyperparameters(cfg: DictConfig, trainer: L.Trainer) -> None:
     """Send the settings that tell runs apart to every logger, and open TensorBoard's HPARAMS session."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(config, dict)
+    config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     keys = ("data", "model", "optimizer", "scheduler", "seed")
     params = flatten({key: config.get(key) for key in keys} | {"max_epochs": cfg.trainer.max_epochs})
     for logger in trainer.loggers:
@@ -84,11 +83,7 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """The Trainer of the `trainer` group, with the `logger` group's loggers."""
     max_epochs = cfg.trainer.get("max_epochs")
-    if (
-        isinstance(max_epochs, bool)
-        or not isinstance(max_epochs, int)
-        or not (max_epochs >= 1 or max_epochs == -1)
-    ):
+    if type(max_epochs) is not int or not (max_epochs >= 1 or max_epochs == -1):  # bool is no epoch count
         raise UserError(
             f"trainer.max_epochs must be a whole number >= 1 (or -1: no limit), got {max_epochs!r}."
         )
@@ -101,16 +96,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: Any = instantiate(cfg.data)
-    datamodule.prepare_data()
     datamodule.setup("fit")  # the network is built for the data's image shape and classes
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     model: L.LightningModule = instantiate(
         cfg.model,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         input_shape=datamodule.input_shape,
         class_names=datamodule.classes,
-        data=OmegaConf.to_container(cfg.data, resolve=True),  # eval tests on the same data
+        data=cfg.data,  # saved in checkpoints: eval tests on the same data
     )
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
     batches = len(datamodule.train_dataloader())  # a small dataset logs at least once per epoch
@@ -129,9 +122,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except (SystemExit, SIGTERMException):  # Lightning turns Ctrl-C into SystemExit after saving
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         overrides = [o for o in overrides if not o.startswith("ckpt_path=")] + ["ckpt_path=last"]
-        log.warning(
-            "Interrupted: checkpoint saved. Resume with %s", command("lightning_template.train", *overrides)
-        )
+        resume = command("lightning_template.train", *overrides)
+        log.warning("Interrupted: checkpoint saved. Resume with %s", resume)
         sys.exit(128 + signal.SIGTERM if trainer.received_sigterm else 130)
     metrics = final_metrics(trainer)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -147,11 +139,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @contextmanager
 def one_sweep_job() -> Iterator[None]:
-    """Make Lightning's extra DDP processes run this job only, and leave the next job a clean slate.
-
-    Lightning starts them by running `sys.argv` again with `hydra.run.dir`; inside `-m` that would be
-    the whole sweep, in a new directory. Its launcher also leaves its environment variables behind.
-    """
+    """Make Lightning's extra DDP processes run this job only (it starts them by running `sys.argv` again
+    with `hydra.run.dir`: inside `-m`, the whole sweep), and clear the environment its launcher leaves."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         yield

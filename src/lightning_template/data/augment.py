@@ -43,7 +43,7 @@ class RandomWarp:
         tx, ty = (
             rand[:, 2] * self.translate_px * 2 / w,
             rand[:, 3] * self.translate_px * 2 / h,
-        )  # 1 px = 2/size
+        )  # 1 px: 2/size
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
         if self.elastic_alpha:

@@ -64,12 +64,11 @@ def fit_standardization(images: torch.Tensor, normalize: str) -> tuple[torch.Ten
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """A seeded validation split, the standardization of the training split, fast batches, augmentation.
-
-    A source (MNISTDataModule, ImageFolderDataModule) sets `classes` and implements `load()`.
-    """
+    """A seeded validation split, the standardization of the training split, fast batches, augmentation;
+    a source (MNISTDataModule, ImageFolderDataModule) implements `load()`, which sets `classes`."""
 
     classes: list[str]  # one name per label, in label order
+    input_shape: list[int]  # (C, H, W) of one image, set by setup(): the network is built for it
 
     def __init__(
         self,
@@ -98,12 +97,6 @@ class InMemoryDataModule(L.LightningDataModule):
         """The training and test images with their labels; sets `classes`."""
         raise NotImplementedError
 
-    @property
-    def input_shape(self) -> list[int]:
-        """(C, H, W) of one image: the network is built for it."""
-        assert self.data_train is not None, "setup() comes first"
-        return list(self.data_train.tensors[0].shape[1:])
-
     def setup(self, stage: str) -> None:
         if self.data_train is None:
             train, test = self.load()
@@ -112,6 +105,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 InMemoryDataset(*part) for part in (fit, val, test)
             )
             self.mean, self.std = fit_standardization(fit[0], self.normalize)  # the training split only
+            self.input_shape = list(fit[0].shape[1:])
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
             for data in (self.data_train, self.data_val, self.data_test):

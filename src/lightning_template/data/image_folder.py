@@ -26,10 +26,8 @@ def read_image(path: str | Path, size: Sequence[int], grayscale: bool | None = N
 
 
 class ImageFolderDataModule(InMemoryDataModule):
-    """Images of any format and size, resized to `image_size` and kept in memory as uint8 (C, H, W).
-
-    The class names are the folder names. Grayscale images give one channel, colour images three.
-    """
+    """Images of any format and size, resized to `image_size`, in memory as uint8 (C, H, W): one channel if
+    grayscale, three if colour. The class names are the folder names."""
 
     def __init__(
         self, root: str | Path, image_size: Sequence[int] = (32, 32), test_split: float = 0.2, **kwargs: Any

@@ -41,12 +41,6 @@ class MNISTDataModule(InMemoryDataModule):
                 f"{folder.parent.name}/raw/."
             ) from exc
 
-    def prepare_data(self) -> None:
-        # Once per machine, before any process's setup: unpack or download only what is missing.
-        raw = self.data_dir / DATASETS[self.dataset].__name__ / "raw"
-        if not all((raw / Path(url).stem).exists() for url, _ in DATASETS[self.dataset].resources):
-            self.read(train=True)
-
     def load(self) -> tuple[Images, Images]:
         train, test = self.read(train=True), self.read(train=False)
         return (train.data.unsqueeze(1), train.targets), (test.data.unsqueeze(1), test.targets)

@@ -11,7 +11,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -21,7 +20,7 @@ from lightning_template.errors import UserError
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
-def build_network(config: Mapping[str, Any], input_shape: list[int], num_classes: int) -> nn.Module:
+def build_network(config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Build the network for the data's image shape and classes, refusing a `_target_` that is no nn.Module."""
     target = str(config.get("_target_"))
     try:
@@ -55,12 +54,6 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         """`input_shape` and `class_names` come from the data; `data` is its config, which eval reuses."""
         super().__init__()
-        # Plain Python values only, so that checkpoints load with weights_only=True.
-        if isinstance(net, DictConfig):
-            net = OmegaConf.to_container(net, resolve=True)  # type: ignore[assignment]
-        input_shape, class_names = [int(size) for size in input_shape], [str(name) for name in class_names]
-        if isinstance(data, DictConfig):
-            data = OmegaConf.to_container(data)  # type: ignore[assignment]
         num_classes = len(class_names)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}.")
@@ -68,7 +61,7 @@ class ClassifierModule(L.LightningModule):
         self.net = build_network(net, input_shape, num_classes)
         self.optimizer, self.scheduler, self.label_smoothing = optimizer, scheduler, label_smoothing
         if optimizer is not None:
-            check_optimizer(optimizer, self.net)
+            check_optimizer(optimizer)
         # Fitted on the training split by the datamodule and set in `setup`; saved with the weights.
         self.register_buffer("mean", torch.zeros(*input_shape))
         self.register_buffer("std", torch.ones(*input_shape))
@@ -163,12 +156,8 @@ class ClassifierModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": factory(optimizer), **scheduler}}
 
 
-def check_optimizer(factory: OptimizerFactory, net: nn.Module) -> None:
-    """Build the optimizer once, so that a bad setting fails before any data is read."""
+def check_optimizer(factory: OptimizerFactory) -> None:
+    """Refuse a learning rate that cannot train, before the Trainer starts."""
     lr = getattr(factory, "keywords", {}).get("lr")
     if not isinstance(lr, (int, float)) or not lr > 0:
         raise UserError(f"optimizer.lr must be a positive number, got {lr!r}.")
-    try:
-        factory(net.parameters())
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"The optimizer config is invalid: {exc}") from exc

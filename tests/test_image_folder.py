@@ -1,0 +1,254 @@
+"""Your own images (data=image_folder): train, eval, predict and export on a fabricated folder of classes."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_template.checkpoints import load_checkpoint
+from lightning_template.data.image_folder import ImageFolderDataModule
+from lightning_template.errors import UserError
+from lightning_template.eval import evaluate
+from lightning_template.export import export
+from lightning_template.predict import predict
+from lightning_template.train import train
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.xdist_group("test_image_folder")  # one worker trains each model's run once
+
+CLASSES = ["cat", "dog", "fox"]
+QUIET = [  # what conftest's FAST turns off, without its batch limits: the folder is tiny anyway
+    "++trainer.num_sanity_val_steps=0",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+    "callbacks.rich_progress_bar=null",
+]
+
+
+def pattern(name: str, rng: np.random.Generator, size: tuple[int, int] = (48, 48)) -> np.ndarray:
+    """uint8 (H, W, 3): each class its colour and stripes (cat red across, dog green down, fox blue checks)."""
+    y, x = np.mgrid[: size[0], : size[1]]
+    stripes = {"cat": y // 4 % 2, "dog": x // 4 % 2, "fox": (y // 6 + x // 6) % 2}[name]
+    colour = {"cat": (200, 60, 40), "dog": (50, 180, 60), "fox": (40, 70, 210)}[name]
+    pixels = np.asarray(colour) * (0.5 + 0.5 * stripes[..., None]) + rng.normal(0, 12, (*size, 3))
+    return pixels.clip(0, 255).astype(np.uint8)
+
+
+def write_folder(root: Path, per_class: dict[str, int], seed: int = 0, gray: bool = False) -> Path:
+    """`root/<split>/<class>/<i>.png` with per_class={"train": 12, "test": 4}: noisy, so no two alike."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                image = Image.fromarray(pattern(name, rng))
+                (image.convert("L") if gray else image).save(root / split / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 training and 4 test images a class, one of them a 60x40 JPEG, one test fox drawn like a cat."""
+    root = write_folder(tmp_path_factory.mktemp("pets"), {"train": 12, "test": 4})
+    rng = np.random.default_rng(1)
+    Image.fromarray(pattern("dog", rng, size=(40, 60))).save(root / "train" / "dog" / "wide.jpg", quality=90)
+    # A mislabelled test image: a model that learnt the colours gets it wrong, so test/mistakes has a grid.
+    Image.fromarray(pattern("cat", rng)).save(root / "test" / "fox" / "00.png")
+    return root
+
+
+class Run(NamedTuple):
+    model: str
+    dir: Path
+    metrics: dict[str, float]
+
+    @property
+    def best(self) -> Path:
+        (best,) = (self.dir / "checkpoints").glob("epoch_*.ckpt")
+        return best
+
+
+@pytest.fixture(scope="module", params=["cnn", "mlp"])
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Run:
+    """`train data=image_folder data.root=<folder>` with each model, for 3 epochs, logging to TensorBoard."""
+    run_dir = tmp_path_factory.mktemp(f"train_{request.param}")
+    overrides = [
+        f"paths.output_dir={run_dir}",
+        f"paths.log_dir={run_dir}/logs",
+        "data=image_folder",
+        f"data.root={folder}",
+        "data.image_size=[48,48]",
+        "data.batch_size=8",
+        f"model={request.param}",
+        "trainer.max_epochs=3",
+        *QUIET,
+    ]
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        metrics = train(compose("train", overrides))
+    return Run(request.param, run_dir, metrics)
+
+
+def test_the_checkpoint_keeps_the_image_shape_and_class_names_and_each_class_is_tested(run: Run) -> None:
+    hparams = torch.load(run.best, weights_only=True)["hyper_parameters"]
+    assert hparams["input_shape"] == [3, 48, 48]
+    assert hparams["class_names"] == CLASSES
+    assert hparams["data"]["_target_"] == "lightning_template.data.image_folder.ImageFolderDataModule"
+    assert {"test/acc", "test/loss", "val/acc_best", *(f"test/acc/{name}" for name in CLASSES)} <= set(
+        run.metrics
+    )
+    assert all(0 <= run.metrics[f"test/acc/{name}"] <= 1 for name in CLASSES)
+    # 4 test images a class: the mean of the classes' accuracies is the overall one.
+    per_class = [run.metrics[f"test/acc/{name}"] for name in CLASSES]
+    assert sum(per_class) / 3 == pytest.approx(run.metrics["test/acc"], abs=1e-6)
+
+
+def test_tensorboard_has_the_image_grids_and_a_test_accuracy_per_class(run: Run) -> None:
+    events = EventAccumulator(str(run.dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"val/predictions", "test/mistakes", "val/confusion_matrix", "test/confusion_matrix"} <= set(
+        tags["images"]
+    )
+    assert {"test/acc", *(f"test/acc/{name}" for name in CLASSES)} <= set(tags["scalars"])
+    for name in CLASSES:
+        assert events.Scalars(f"test/acc/{name}")[-1].value == pytest.approx(run.metrics[f"test/acc/{name}"])
+
+
+def test_eval_with_only_the_checkpoint_reproduces_the_test_accuracy(
+    make_cfg: Callable[..., DictConfig], run: Run
+) -> None:
+    evaluated = evaluate(make_cfg("eval", [f"ckpt_path={run.best}", "logger=none"]))
+    for key in ("test/acc", *(f"test/acc/{name}" for name in CLASSES)):
+        assert evaluated[key] == pytest.approx(run.metrics[key], abs=1e-7)
+
+
+def test_predict_names_the_classes_and_agrees_with_the_test_accuracy(
+    make_cfg: Callable[..., DictConfig], run: Run, folder: Path, tmp_path: Path
+) -> None:
+    # A folder's own files only: the class subfolders of test/ are reached with a glob.
+    csv_path = predict(make_cfg("predict", [f"ckpt_path={run.best}", f"inputs='{folder}/test/*/*.png'"]))
+    assert csv_path == tmp_path / "predictions.csv"
+    with csv_path.open() as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["path", "class", *(f"prob_{name}" for name in CLASSES), "error"]
+    assert len(rows) == 12 and {row["class"] for row in rows} <= set(CLASSES)
+    assert all(row["error"] == "" for row in rows)
+    for row in rows:
+        assert sum(float(row[f"prob_{name}"]) for name in CLASSES) == pytest.approx(1, abs=1e-4)
+    # The same pixels as the test set: the share of files predicted as their folder's class is test/acc.
+    right = sum(row["class"] == Path(row["path"]).parent.name for row in rows)
+    assert right / len(rows) == pytest.approx(run.metrics["test/acc"], abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # what deployments still load
+def test_an_image_folder_model_exports_to_onnx_and_torchscript(
+    make_cfg: Callable[..., DictConfig], run: Run, folder: Path, tmp_path: Path
+) -> None:
+    import onnxruntime
+
+    model = load_checkpoint(run.best).eval()
+    datamodule = ImageFolderDataModule(root=folder, image_size=[48, 48], val_split=4)
+    datamodule.setup("test")
+    images = datamodule.data_test.tensors[0]
+    with torch.inference_mode():
+        expected = model(images).softmax(dim=1)
+
+    path = export(make_cfg("export", [f"ckpt_path={run.best}", "format=onnx"]))
+    assert path == tmp_path / "model.onnx"
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert (torch.from_numpy(session.run(None, {"images": images.numpy()})[0]) - expected).abs().max() < 1e-5
+
+    path = export(make_cfg("export", [f"ckpt_path={run.best}", "format=torchscript"]))
+    assert path == tmp_path / "model.torchscript.pt"
+    scripted = torch.jit.load(path)
+    with torch.inference_mode():
+        assert (scripted(images) - expected).abs().max() < 1e-5
+
+
+def test_without_a_test_folder_a_seeded_test_split_is_drawn(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 8})
+
+    def split(seed: int) -> ImageFolderDataModule:
+        datamodule = ImageFolderDataModule(
+            root=root, image_size=[16, 16], test_split=0.25, val_split=0.2, seed=seed
+        )
+        datamodule.setup("fit")
+        return datamodule
+
+    first, again, other = split(seed=1), split(seed=1), split(seed=2)
+    assert first.classes == CLASSES and first.input_shape == [3, 16, 16]
+    parts = [first.data_train.tensors, first.data_val.tensors, first.data_test.tensors]
+    # 24 images: a quarter (6) for testing, then a fifth of the 18 others (round(3.6) = 4) for validation.
+    assert [len(labels) for _, labels in parts] == [14, 4, 6]
+    assert all(images.dtype == torch.uint8 and images.shape[1:] == (3, 16, 16) for images, _ in parts)
+    everything = torch.cat([images for images, _ in parts])
+    assert len(everything.flatten(1).unique(dim=0)) == 24  # each image in exactly one part
+    assert torch.cat([labels for _, labels in parts]).bincount().tolist() == [8, 8, 8]
+    for a, b in zip(
+        (first.data_train, first.data_val, first.data_test),
+        (again.data_train, again.data_val, again.data_test),
+        strict=True,
+    ):
+        assert all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors, strict=True))
+    assert not torch.equal(
+        first.data_test.tensors[0], other.data_test.tensors[0]
+    )  # another seed, another split
+
+
+def test_grayscale_images_give_one_channel(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 5, "test": 2}, gray=True)
+    datamodule = ImageFolderDataModule(root=root, image_size=[20, 24], val_split=3)
+    datamodule.setup("fit")
+    assert datamodule.input_shape == [1, 20, 24]
+    assert datamodule.data_test.tensors[0].shape == (6, 1, 20, 24)
+
+
+def load(root: Path) -> None:
+    ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2).setup("fit")
+
+
+def test_a_file_that_is_no_image_is_named(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 3})
+    broken = root / "train" / "dog" / "broken.png"
+    broken.write_text("not an image\n")
+    with pytest.raises(UserError, match=rf"{broken} could not be read as an image") as error:
+        load(root)
+    assert "cannot identify image file" in str(error.value)
+
+
+def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 3})
+    (root / "train" / "owl").mkdir()
+    with pytest.raises(UserError, match=r"Found no valid file for the classes owl") as error:
+        load(root)
+    assert f"data.root={root}" in str(error.value) and str(root / "train") in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["train", "test"])
+def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, where: str) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
+    gray = root / where / "dog" / "gray.png"
+    Image.fromarray(pattern("dog", np.random.default_rng(0))).convert("L").save(gray)
+    with pytest.raises(UserError, match=rf"{gray} has 1 channel\(s\), the images read before it 3"):
+        load(root)
+
+
+@pytest.mark.slow
+def test_the_readme_command_trains_on_an_image_folder(folder: Path, tmp_path: Path) -> None:
+    args = ["data=image_folder", f"data.root={folder}", "model=cnn", "trainer.max_epochs=3"]
+    result = run_cli("lightning_template.train", [*args, f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test/acc" in result.stdout
+    assert all(f"test/acc/{name}" in result.stdout for name in CLASSES)
+    assert len(list((tmp_path / "logs" / "train" / "runs").glob("*/checkpoints/last.ckpt"))) == 1
