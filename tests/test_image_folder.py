@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -59,7 +60,7 @@ def write_folder(root: Path, per_class: dict[str, int], seed: int = 0, gray: boo
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 training and 4 test images a class, one of them a 60x40 JPEG, one test fox drawn like a cat."""
+    """12 training images a class and a 60x40 JPEG dog; 4 test images a class, one test fox drawn like a cat."""
     root = write_folder(tmp_path_factory.mktemp("pets"), {"train": 12, "test": 4})
     rng = np.random.default_rng(1)
     Image.fromarray(pattern("dog", rng, size=(40, 60))).save(root / "train" / "dog" / "wide.jpg", quality=90)
@@ -107,7 +108,7 @@ def test_the_checkpoint_keeps_the_image_shape_and_class_names_and_each_class_is_
     assert {"test/acc", "test/loss", "val/acc_best", *(f"test/acc/{name}" for name in CLASSES)} <= set(
         run.metrics
     )
-    assert all(0 <= run.metrics[f"test/acc/{name}"] <= 1 for name in CLASSES)
+    assert run.metrics["test/acc"] > 0.6  # three epochs learn the colours (chance: 1/3)
     # 4 test images a class: the mean of the classes' accuracies is the overall one.
     per_class = [run.metrics[f"test/acc/{name}"] for name in CLASSES]
     assert sum(per_class) / 3 == pytest.approx(run.metrics["test/acc"], abs=1e-6)
@@ -201,9 +202,8 @@ def test_without_a_test_folder_a_seeded_test_split_is_drawn(tmp_path: Path) -> N
         strict=True,
     ):
         assert all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors, strict=True))
-    assert not torch.equal(
-        first.data_test.tensors[0], other.data_test.tensors[0]
-    )  # another seed, another split
+    # Another seed, another split.
+    assert not torch.equal(first.data_test.tensors[0], other.data_test.tensors[0])
 
 
 def test_grayscale_images_give_one_channel(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_a_file_that_is_no_image_is_named(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "pets", {"train": 3})
     broken = root / "train" / "dog" / "broken.png"
     broken.write_text("not an image\n")
-    with pytest.raises(UserError, match=rf"{broken} could not be read as an image") as error:
+    with pytest.raises(UserError, match=rf"{re.escape(str(broken))} could not be read as an image") as error:
         load(root)
     assert "cannot identify image file" in str(error.value)
 
@@ -235,12 +235,22 @@ def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
     assert f"data.root={root}" in str(error.value) and str(root / "train") in str(error.value)
 
 
-@pytest.mark.parametrize("where", ["train", "test"])
-def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize(
+    "odd_one",
+    [
+        "train/dog/gray.png",
+        "test/dog/gray.png",
+        "train/cat/00.png",  # read first: still the odd one, since most images are colour
+    ],
+)
+def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, odd_one: str) -> None:
     root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
-    gray = root / where / "dog" / "gray.png"
+    gray = root / odd_one
     Image.fromarray(pattern("dog", np.random.default_rng(0))).convert("L").save(gray)
-    with pytest.raises(UserError, match=rf"{gray} has 1 channel\(s\), the images read before it 3"):
+    with pytest.raises(
+        UserError,
+        match=rf"{re.escape(str(gray))} and 0 more have not the 3 channel\(s\) of the rest",
+    ):
         load(root)
 
 

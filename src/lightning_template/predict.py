@@ -27,8 +27,8 @@ def find_inputs(inputs: str | list[str] | ListConfig | None) -> list[Path]:
     files: dict[Path, None] = {}
     for pattern in map(str, inputs if isinstance(inputs, (list, ListConfig)) else [inputs]):
         path = Path(pattern)
-        if path.is_dir():
-            found = sorted(path.iterdir())
+        if path.is_dir():  # with its subfolders, such as an image folder's classes
+            found = sorted(path.rglob("*"))
         else:
             found = [path] if path.is_file() else sorted(map(Path, glob.glob(pattern, recursive=True)))
         files.update(dict.fromkeys(p for p in found if p.is_file() and not p.name.startswith(".")))

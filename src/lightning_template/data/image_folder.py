@@ -49,11 +49,12 @@ class ImageFolderDataModule(InMemoryDataModule):
                 images.append(read_image(path, self.image_size))
             except OSError as exc:
                 raise UserError(f"data.root: {path} could not be read as an image ({exc}).") from exc
-            if images[-1].shape[0] != (channels or images[0].shape[0]):
-                raise UserError(
-                    f"data.root: {path} has {images[-1].shape[0]} channel(s), the images read before it "
-                    f"{channels or images[0].shape[0]}: make them all grayscale or all colour."
-                )
+        counts = [image.shape[0] for image in images]
+        expected = channels or max(set(counts), key=counts.count)  # what most images have
+        odd = [path for (path, _), count in zip(found.samples, counts, strict=True) if count != expected]
+        if odd:
+            message = f"{odd[0]} and {len(odd) - 1} more have not the {expected} channel(s) of the rest"
+            raise UserError(f"data.root: {message}: make them all grayscale or all colour.")
         return (torch.stack(images), torch.tensor(found.targets)), found.classes
 
     def load(self) -> tuple[Images, Images]:
@@ -62,7 +63,5 @@ class ImageFolderDataModule(InMemoryDataModule):
             return random_split(train, self.test_split, "data.test_split", self.seed)
         test, test_classes = self.read(self.root / "test", channels=train[0].shape[1])
         if test_classes != self.classes:
-            raise UserError(
-                f"data.root: {self.root}/test has the classes {test_classes}, {self.root}/train {self.classes}."
-            )
+            raise UserError(f"data.root: {self.root}/test needs the class folders of train/, {self.classes}.")
         return train, test
