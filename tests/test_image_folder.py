@@ -255,10 +255,30 @@ def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, odd_one: s
 
 
 @pytest.mark.slow
-def test_the_readme_command_trains_on_an_image_folder(folder: Path, tmp_path: Path) -> None:
-    args = ["data=image_folder", f"data.root={folder}", "model=cnn", "trainer.max_epochs=3"]
-    result = run_cli("lightning_template.train", [*args, f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "test/acc" in result.stdout
-    assert all(f"test/acc/{name}" in result.stdout for name in CLASSES)
-    assert len(list((tmp_path / "logs" / "train" / "runs").glob("*/checkpoints/last.ckpt"))) == 1
+def test_the_readme_commands_train_evaluate_and_predict_on_an_image_folder(
+    folder: Path, tmp_path: Path
+) -> None:
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    args = ["data=image_folder", f"data.root={folder}", "model=cnn", "data.image_size=[48,48]", logs]
+    trained = run_cli("lightning_template.train", args, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert all(f"test/acc/{name}" in trained.stdout for name in CLASSES)
+    best = next(
+        line.split(": ", 1)[1] for line in trained.stdout.splitlines() if line.startswith("Best checkpoint")
+    )
+    evaluated = run_cli("lightning_template.eval", [f"ckpt_path={best}", logs], cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    test_acc = [
+        line.split()[3]
+        for line in trained.stdout.splitlines() + evaluated.stdout.splitlines()
+        if "│ test/acc " in line
+    ]
+    assert len(test_acc) == 2 and test_acc[0] == test_acc[1]  # eval reproduces the run's test accuracy
+    predicted = run_cli(
+        "lightning_template.predict", [f"ckpt_path={best}", f"inputs={folder / 'test'}", logs], cwd=tmp_path
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    rows = list(
+        csv.DictReader(next((tmp_path / "logs" / "predict" / "runs").glob("*/predictions.csv")).open())
+    )
+    assert len(rows) == 12 and {row["class"] for row in rows} <= set(CLASSES)

@@ -74,10 +74,15 @@ def test_inputs_are_files_folders_globs_or_lists(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     for name in ("b.png", "a.jpg", ".DS_Store", "sub/c.png"):
         (tmp_path / name).touch()
-    assert [p.name for p in find_inputs(str(tmp_path))] == ["a.jpg", "b.png"]  # not hidden, not in subfolders
+    assert [p.name for p in find_inputs(str(tmp_path))] == [
+        "a.jpg",
+        "b.png",
+        "c.png",
+    ]  # not hidden; subfolders too
+    assert [p.name for p in find_inputs(f"{tmp_path}/*.png")] == ["b.png"]
     assert [p.name for p in find_inputs(f"{tmp_path}/**/*.png")] == ["b.png", "c.png"]
     files = find_inputs(OmegaConf.create([f"{tmp_path}/b.png", str(tmp_path)]))
-    assert [p.name for p in files] == ["b.png", "a.jpg"]  # in the order given, each once
+    assert [p.name for p in files] == ["b.png", "a.jpg", "c.png"]  # in the order given, each once
     with pytest.raises(UserError, match=r"inputs=nothing/\*\.png matched no files"):
         find_inputs("nothing/*.png")
 
