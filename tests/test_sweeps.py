@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ def sweep_jobs(log_dir: Path) -> list[Path]:
     return sorted(path for path in sweep.iterdir() if path.is_dir())
 
 
+def summary(log_dir: Path) -> list[dict[str, str]]:
+    """The rows of the sweep's summary.csv."""
+    (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
+    return list(csv.DictReader((sweep / "summary.csv").open()))
+
+
 @pytest.mark.slow
 def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, mnist_dir: Path) -> None:
     paths = [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
@@ -35,6 +42,14 @@ def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, mnist_di
     failed, ok = sweep_jobs(tmp_path)
     assert "model.net.dropout must be in [0, 1)" in (failed / "error.txt").read_text()
     assert (ok / "checkpoints" / "last.ckpt").is_file() and not (ok / "error.txt").exists()
+    rows = summary(tmp_path)
+    assert [row["job"] for row in rows] == ["1", "0", "mean", "std"]  # finished jobs first, failed ones after
+    assert rows[0]["status"] == "ok" and float(rows[0]["val/acc_best"]) > 0
+    assert (
+        rows[1]["status"].startswith("failed: model.net.dropout must be in [0, 1)")
+        and rows[1]["val/acc_best"] == ""
+    )
+    assert rows[2]["val/acc_best"] == rows[0]["val/acc_best"] and float(rows[3]["val/acc_best"]) == 0.0
 
 
 def test_a_user_error_outside_a_sweep_is_one_paragraph_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,12 +86,12 @@ def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_onc
 @pytest.mark.slow
 def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=2"]
+    args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
     args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
     result = run_cli("lightning_template.train", ["-m", *args], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sweep_jobs(tmp_path)
-    assert len(jobs) == 2
+    assert len(jobs) == 3
     best = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
     values = []
     for job in jobs:
@@ -84,6 +99,12 @@ def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -
         events.Reload()
         values.append(events.Scalars("val/acc_best")[-1].value)
     assert best["best_value"] == pytest.approx(max(values), abs=1e-6)
+    rows = summary(tmp_path)
+    assert [row["status"] for row in rows[:3]] == ["ok"] * 3 and [row["job"] for row in rows[3:]] == [
+        "mean",
+        "std",
+    ]
+    assert float(rows[0]["val/acc_best"]) == pytest.approx(best["best_value"], abs=1e-6)  # best first
 
 
 def test_the_joblib_launcher_composes() -> None:

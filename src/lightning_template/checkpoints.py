@@ -3,6 +3,7 @@ checkpoint saved on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from lightning_template.errors import UserError
 from lightning_template.models.classifier import ClassifierModule
 
+log = logging.getLogger(__name__)
 SAME_RUN_GROUPS = ("model", "experiment")  # ckpt_path=last resumes a run that chose the same of each
 
 
@@ -45,6 +47,19 @@ def load_checkpoint(ckpt_path: str | Path | None) -> ClassifierModule:
     if not isinstance(checkpoint, dict) or "net" not in checkpoint.get("hyper_parameters", {}):
         raise UserError(f"ckpt_path={path} was not written by this template (no network config inside).")
     return ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+
+def init_weights(model: ClassifierModule, ckpt_path: str) -> None:
+    """Start a new run from another run's network weights: each tensor whose name and shape match."""
+    source = load_checkpoint(ckpt_path)
+    theirs, ours = source.hparams["net"]["_target_"], model.hparams["net"]["_target_"]
+    if theirs != ours:
+        raise UserError(f"init_from={ckpt_path} holds a {theirs} network; this run builds a {ours}.")
+    wanted = model.net.state_dict()
+    found = {k: v for k, v in source.net.state_dict().items() if k in wanted and v.shape == wanted[k].shape}
+    model.net.load_state_dict(found, strict=False)
+    skipped = sorted(set(wanted) - set(found))  # another number of classes or width: trained from scratch
+    log.info("init_from=%s: %d tensors loaded; skipped (other shapes): %s", ckpt_path, len(found), skipped)
 
 
 def run_choices(checkpoint: Path) -> dict[str, Any]:

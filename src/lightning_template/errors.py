@@ -8,13 +8,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +55,3 @@ def report_user_errors() -> Iterator[None]:
             return
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-
-
-class SweepFailures(Callback):
-    """Hydra callback: a sweep in which a job failed ends with exit code 1 and names those jobs."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed = sorted(Path(config.hydra.sweep.dir).glob("*/error.txt"))
-        if failed:
-            jobs = ", ".join(str(path.parent) for path in failed)
-            message = f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see their error.txt."
-            print(message, file=sys.stderr)
-            sys.exit(1)

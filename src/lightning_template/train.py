@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -9,6 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import hydra
@@ -25,8 +27,9 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard.summary import hparams
 
-from lightning_template.checkpoints import find_checkpoint, load_checkpoint, resume_dir
+from lightning_template.checkpoints import find_checkpoint, init_weights, load_checkpoint, resume_dir
 from lightning_template.errors import UserError, hide_library_noise, report_user_errors
+from lightning_template.models.classifier import ClassifierModule
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)  # conf/train.yaml: hydra.run.dir
@@ -97,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: Any = instantiate(cfg.data)
     datamodule.setup("fit")  # the network is built for the data's image shape and classes
-    model: L.LightningModule = instantiate(
+    model: ClassifierModule = instantiate(
         cfg.model,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
@@ -105,6 +108,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         class_names=datamodule.classes,
         data=cfg.data,  # saved in checkpoints: eval tests on the same data
     )
+    if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
+        init_weights(model, cfg.init_from)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
     batches = len(datamodule.train_dataloader())  # a small dataset logs at least once per epoch
     log_every_n_steps = min(cfg.trainer.get("log_every_n_steps", 50), batches)
@@ -134,6 +139,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.loggers:
         places["TensorBoard"] = command("tensorboard.main", "--logdir", cfg.paths.output_dir)
     print_summary("Training finished", metrics, places)
+    if trainer.is_global_zero:  # for the summary of a sweep
+        Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
 

@@ -1,0 +1,86 @@
+"""init_from: a new run that starts from another run's network weights (fine-tuning), on other data too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from lightning_template.checkpoints import init_weights, load_checkpoint
+from lightning_template.errors import UserError
+from lightning_template.models.classifier import ClassifierModule
+from lightning_template.train import train
+
+from tests.conftest import FAST
+from tests.test_data import write_idx
+
+MLP = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [64, 32]}
+
+
+@pytest.fixture
+def mnist_checkpoint(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> Path:
+    """last.ckpt of a one-epoch MNIST run."""
+    train(make_cfg("train", [*FAST, "logger=none", "test=false", f"paths.output_dir={tmp_path / 'mnist'}"]))
+    return tmp_path / "mnist" / "checkpoints" / "last.ckpt"
+
+
+def test_matching_tensors_load_and_the_log_names_the_others(
+    mnist_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = load_checkpoint(mnist_checkpoint).net.state_dict()
+    same_shape = ClassifierModule(MLP)
+    init_weights(same_shape, str(mnist_checkpoint))
+    assert all(torch.equal(source[k], v) for k, v in same_shape.net.state_dict().items())
+
+    three_classes = ClassifierModule(MLP, class_names=["cat", "dog", "fox"])
+    with caplog.at_level(logging.INFO):
+        init_weights(three_classes, str(mnist_checkpoint))
+    loaded = three_classes.net.state_dict()
+    assert torch.equal(loaded["layers.1.weight"], source["layers.1.weight"])
+    assert loaded["layers.7.weight"].shape == (3, 32)  # the new output layer starts from scratch
+    assert "skipped (other shapes): ['layers.7.bias', 'layers.7.weight']" in caplog.text
+
+
+def test_another_network_class_is_refused(mnist_checkpoint: Path) -> None:
+    cnn = ClassifierModule({"_target_": "lightning_template.models.cnn.CNN"})
+    with pytest.raises(UserError, match=r"init_from=.*holds a lightning_template\.models\.mlp\.MLP network"):
+        init_weights(cnn, str(mnist_checkpoint))
+
+
+def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_runs(
+    make_cfg: Callable[..., DictConfig], mnist_checkpoint: Path, tmp_path: Path
+) -> None:
+    raw = tmp_path / "fashion" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, count in (("train", 600), ("t10k", 100)):
+        write_idx(
+            raw / f"{split}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8)
+        )
+        write_idx(raw / f"{split}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
+    for name in ("a", "b", "c"):  # 28x28 grayscale images in three classes
+        (tmp_path / "letters" / "train" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("L", (28, 28), 80 * "abc".index(name) + i).save(
+                tmp_path / "letters" / "train" / name / f"{i}.png"
+            )
+    runs = {
+        "fashion": ["data=fashion_mnist", "data.val_split=0.1", f"paths.data_dir={tmp_path / 'fashion'}"],
+        "letters": ["data=image_folder", f"data.root={tmp_path / 'letters'}", "data.image_size=[28,28]"],
+    }
+    for run, data in runs.items():
+        out = tmp_path / run
+        metrics = train(
+            make_cfg(
+                "train",
+                [*FAST, *data, "logger=none", f"init_from={mnist_checkpoint}", f"paths.output_dir={out}"],
+            )
+        )
+        assert 0.0 <= metrics["test/acc"] <= 1.0
+        assert (out / "checkpoints" / "last.ckpt").is_file()  # a new run directory, epochs from 0
+        assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in mnist_checkpoint.parent.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
