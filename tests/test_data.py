@@ -148,3 +148,26 @@ def test_missing_files_offline_say_where_to_put_them(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="KMNIST/raw") as error:
         MNISTDataModule(data_dir=tmp_path, dataset="kmnist").setup("fit")
     assert "paths.data_dir" in str(error.value)
+
+
+def test_k_fold_validation_sets_are_disjoint_cover_the_training_set_and_follow_the_seed(
+    mnist_dir: Path,
+) -> None:
+    seen: set[bytes] = set()
+    for fold in range(5):
+        datamodule = MNISTDataModule(data_dir=mnist_dir, folds=5, fold=fold, seed=3)
+        datamodule.setup("fit")
+        val_images, train_images = datamodule.data_val.tensors[0], datamodule.data_train.tensors[0]
+        assert len(val_images) == 12_000 and len(train_images) == 48_000
+        assert len(datamodule.data_test.tensors[0]) == 10_000  # the official test set, untouched
+        folded = {image.numpy().tobytes() for image in val_images}
+        assert not folded & seen  # disjoint from the other folds' (MNIST's images are distinct)
+        seen |= folded
+    assert len(seen) == len(
+        {image.numpy().tobytes() for image in datamodule.load()[0][0]}
+    )  # every image once
+    again = MNISTDataModule(data_dir=mnist_dir, folds=5, fold=4, seed=3)
+    again.setup("fit")
+    assert torch.equal(again.data_val.tensors[0], val_images)
+    with pytest.raises(UserError, match=r"data\.folds must be >= 2 and data\.fold in \[0, data\.folds\)"):
+        MNISTDataModule(data_dir=mnist_dir, folds=5, fold=5).setup("fit")

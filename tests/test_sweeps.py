@@ -125,3 +125,19 @@ def test_the_slurm_launcher_asks_for_what_the_trainer_uses() -> None:
     launcher = cfg.hydra.launcher
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
     assert launcher.additional_parameters.signal == "USR1@120"  # Lightning saves and requeues on it
+
+
+@pytest.mark.slow
+def test_a_five_fold_sweep_summarizes_its_folds(tmp_path: Path, mnist_dir: Path) -> None:
+    folds = ["data.folds=5", "data.fold=0,1,2,3,4", "logger=none", "callbacks.prediction_images=null"]
+    args = ["-m", *QUICK, *folds, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
+    result = run_cli("lightning_template.train", args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary(tmp_path)
+    assert [row["status"] for row in rows[:5]] == ["ok"] * 5 and [row["job"] for row in rows[5:]] == [
+        "mean",
+        "std",
+    ]
+    accuracies = [float(row["val/acc"]) for row in rows[:5]]
+    assert float(rows[5]["val/acc"]) == pytest.approx(sum(accuracies) / 5)
+    assert float(rows[6]["val/acc"]) > 0  # the folds differ

@@ -42,6 +42,17 @@ def random_split(data: Images, split: float, key: str, seed: int) -> tuple[Image
     return (data[0][rest], data[1][rest]), (data[0][part], data[1][part])
 
 
+def fold_split(data: Images, folds: int, fold: int, seed: int) -> tuple[Images, Images]:
+    """k-fold cross-validation: (the other folds, fold number `fold`) of a seeded partition into `folds`."""
+    if type(folds) is not int or type(fold) is not int or not 0 <= fold < folds or folds < 2:
+        raise UserError(
+            f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
+        )
+    parts = torch.randperm(len(data[1]), generator=torch.Generator().manual_seed(seed)).tensor_split(folds)
+    rest = torch.cat([part for number, part in enumerate(parts) if number != fold])
+    return (data[0][rest], data[1][rest]), (data[0][parts[fold]], data[1][parts[fold]])
+
+
 def fit_standardization(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation (C, H, W) of uint8 images: one value for all pixels, per pixel, or [0, 1]."""
     shape = images.shape[1:]
@@ -73,6 +84,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def __init__(
         self,
         val_split: float = 5000,
+        folds: int | None = None,
+        fold: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 2500,
         normalize: str = "global",
@@ -89,6 +102,7 @@ class InMemoryDataModule(L.LightningDataModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{key} must be a positive integer, got {value!r}.")
         self.val_split, self.batch_size, self.eval_batch_size = val_split, batch_size, eval_batch_size
+        self.folds, self.fold = folds, fold
         self.normalize, self.augment, self.seed = normalize, augment or RandomWarp(), seed
         self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.data_train: InMemoryDataset | None = None
@@ -100,7 +114,10 @@ class InMemoryDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.data_train is None:
             train, test = self.load()
-            fit, val = random_split(train, self.val_split, "data.val_split", self.seed)
+            if self.folds:
+                fit, val = fold_split(train, self.folds, self.fold, self.seed)
+            else:
+                fit, val = random_split(train, self.val_split, "data.val_split", self.seed)
             self.data_train, self.data_val, self.data_test = (
                 InMemoryDataset(*part) for part in (fit, val, test)
             )
