@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -208,3 +211,18 @@ def test_model_cnn_trains_and_its_checkpoint_evaluates(
     assert evaluate(make_cfg("eval", [f"ckpt_path={best}", *same_test_set]))["test/acc"] == pytest.approx(
         metrics["test/acc"], abs=1e-7
     )
+
+
+def test_this_machines_settings_come_from_an_optional_git_ignored_file(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "conf", conf)
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        assert compose("train").paths.log_dir.endswith("/logs")  # no local file: the defaults
+    (conf / "local" / "default.yaml").write_text("# @package _global_\npaths:\n  log_dir: /scratch/runs\n")
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        assert compose("train").paths.log_dir == "/scratch/runs"
+        assert compose("train", ["paths.log_dir=here"]).paths.log_dir == "here"  # the command line still wins
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "conf/local/default.yaml"], cwd=Path(__file__).parents[1]
+    )
+    assert ignored.returncode == 0

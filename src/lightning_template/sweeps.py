@@ -50,18 +50,11 @@ class SweepSummary(Callback):
             writer.writerows([*ok, *failed, *spread])
         table = Table("job", "overrides", "status", key, title=f"Sweep summary: {sweep / 'summary.csv'}")
         for row in [*ok, *failed, *spread]:
-            value = row.get(key)
-            table.add_row(
-                row["job"],
-                row.get("overrides", ""),
-                row.get("status", ""),
-                "" if value is None else f"{value:.4f}",
-            )
+            value = f"{row[key]:.4f}" if key in row else ""
+            table.add_row(row["job"], row.get("overrides", ""), row.get("status", ""), value)
         Console().print(table)
         if failed:
             jobs = ", ".join(row["run_dir"] for row in failed)
-            print(
-                f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see their error.txt.",
-                file=sys.stderr,
-            )
+            message = f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see their error.txt."
+            print(message, file=sys.stderr)
             sys.exit(1)

@@ -24,7 +24,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 from rich.console import Console
+from rich.syntax import Syntax
 from rich.table import Table
+from rich.tree import Tree
 from torch.utils.tensorboard.summary import hparams
 
 from lightning_template.checkpoints import find_checkpoint, init_weights, load_checkpoint, resume_dir
@@ -62,6 +64,16 @@ def log_hyperparameters(cfg: DictConfig, trainer: L.Trainer) -> None:
 
 
 @rank_zero_only
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as the run starts, a branch per group, so that a log shows what ran."""
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else f"{value}\n"
+        tree.add(str(key)).add(Syntax(text.rstrip(), "yaml"))
+    Console().print(tree)
+
+
+@rank_zero_only
 def print_summary(title: str, metrics: Mapping[str, float], places: Mapping[str, str]) -> None:
     """The run's final numbers, then where it was written and how to look at it."""
     table = Table("metric", "value", title=title, title_justify="left")
@@ -96,6 +108,8 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric."""
+    if cfg.get("print_config"):
+        print_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: Any = instantiate(cfg.data)
@@ -140,6 +154,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         places["TensorBoard"] = command("tensorboard.main", "--logdir", cfg.paths.output_dir)
     print_summary("Training finished", metrics, places)
     if trainer.is_global_zero:  # for the summary of a sweep
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
