@@ -105,12 +105,12 @@ def test_the_checkpoint_keeps_the_image_shape_and_class_names_and_each_class_is_
     assert hparams["input_shape"] == [3, 48, 48]
     assert hparams["class_names"] == CLASSES
     assert hparams["data"]["_target_"] == "lightning_template.data.image_folder.ImageFolderDataModule"
-    assert {"test/acc", "test/loss", "val/acc_best", *(f"test/acc/{name}" for name in CLASSES)} <= set(
+    assert {"test/acc", "test/loss", "val/acc_best", *(f"test/class_acc/{name}" for name in CLASSES)} <= set(
         run.metrics
     )
     assert run.metrics["test/acc"] > 0.6  # three epochs learn the colours (chance: 1/3)
     # 4 test images a class: the mean of the classes' accuracies is the overall one.
-    per_class = [run.metrics[f"test/acc/{name}"] for name in CLASSES]
+    per_class = [run.metrics[f"test/class_acc/{name}"] for name in CLASSES]
     assert sum(per_class) / 3 == pytest.approx(run.metrics["test/acc"], abs=1e-6)
 
 
@@ -121,16 +121,18 @@ def test_tensorboard_has_the_image_grids_and_a_test_accuracy_per_class(run: Run)
     assert {"val/predictions", "test/mistakes", "val/confusion_matrix", "test/confusion_matrix"} <= set(
         tags["images"]
     )
-    assert {"test/acc", *(f"test/acc/{name}" for name in CLASSES)} <= set(tags["scalars"])
+    assert {"test/acc", *(f"test/class_acc/{name}" for name in CLASSES)} <= set(tags["scalars"])
     for name in CLASSES:
-        assert events.Scalars(f"test/acc/{name}")[-1].value == pytest.approx(run.metrics[f"test/acc/{name}"])
+        assert events.Scalars(f"test/class_acc/{name}")[-1].value == pytest.approx(
+            run.metrics[f"test/class_acc/{name}"]
+        )
 
 
 def test_eval_with_only_the_checkpoint_reproduces_the_test_accuracy(
     make_cfg: Callable[..., DictConfig], run: Run
 ) -> None:
     evaluated = evaluate(make_cfg("eval", [f"ckpt_path={run.best}", "logger=none"]))
-    for key in ("test/acc", *(f"test/acc/{name}" for name in CLASSES)):
+    for key in ("test/acc", *(f"test/class_acc/{name}" for name in CLASSES)):
         assert evaluated[key] == pytest.approx(run.metrics[key], abs=1e-7)
 
 
@@ -262,7 +264,7 @@ def test_the_readme_commands_train_evaluate_and_predict_on_an_image_folder(
     args = ["data=image_folder", f"data.root={folder}", "model=cnn", "data.image_size=[48,48]", logs]
     trained = run_cli("lightning_template.train", args, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
-    assert all(f"test/acc/{name}" in trained.stdout for name in CLASSES)
+    assert all(f"test/class_acc/{name}" in trained.stdout for name in CLASSES)
     best = next(
         line.split(": ", 1)[1] for line in trained.stdout.splitlines() if line.startswith("Best checkpoint")
     )

@@ -17,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -26,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
-from rich.tree import Tree
 from torch.utils.tensorboard.summary import hparams
 
 from lightning_template.checkpoints import find_checkpoint, init_weights, load_checkpoint, resume_dir
@@ -65,12 +65,8 @@ def log_hyperparameters(cfg: DictConfig, trainer: L.Trainer) -> None:
 
 @rank_zero_only
 def print_config(cfg: DictConfig) -> None:
-    """The composed config as the run starts, a branch per group, so that a log shows what ran."""
-    tree = Tree("config", guide_style="dim")
-    for key, value in cfg.items():
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else f"{value}\n"
-        tree.add(str(key)).add(Syntax(text.rstrip(), "yaml"))
-    Console().print(tree)
+    """The composed config, as a YAML tree, when the run starts: the log shows what ran."""
+    Console().print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml", background_color="default"))
 
 
 @rank_zero_only
@@ -102,7 +98,15 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
         raise UserError(
             f"trainer.max_epochs must be a whole number >= 1 (or -1: no limit), got {max_epochs!r}."
         )
-    loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values() if logger]
+    try:
+        loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values() if logger]
+    except InstantiationException as exc:  # logger=mlflow or wandb without its package
+        if not isinstance(exc.__cause__, ModuleNotFoundError):
+            raise
+        extra = ".[mlflow]" if "mlflow" in str(exc) else ".[wandb]"
+        raise UserError(
+            f'This logger needs its package: pip install -e "{extra}" ({exc.__cause__}).'
+        ) from exc
     return instantiate(cfg.trainer, logger=loggers or False, **kwargs)
 
 
@@ -150,7 +154,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update(final_metrics(trainer))
     places = {"Run directory": cfg.paths.output_dir, "Best checkpoint": best or "(none)"}
-    if trainer.loggers:
+    if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
         places["TensorBoard"] = command("tensorboard.main", "--logdir", cfg.paths.output_dir)
     print_summary("Training finished", metrics, places)
     if trainer.is_global_zero:  # for the summary of a sweep

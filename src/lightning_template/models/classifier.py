@@ -132,7 +132,7 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         accuracies = self.test_class_acc.compute().tolist()  # synced over processes
         names = self.hparams["class_names"]
-        self.log_dict({f"test/acc/{name}": acc for name, acc in zip(names, accuracies, strict=True)})
+        self.log_dict({f"test/class_acc/{name}": acc for name, acc in zip(names, accuracies, strict=True)})
         self.test_class_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
