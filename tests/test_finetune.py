@@ -84,3 +84,8 @@ def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_
         assert (out / "checkpoints" / "last.ckpt").is_file()  # a new run directory, epochs from 0
         assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert sorted(p.name for p in mnist_checkpoint.parent.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+
+
+def test_a_missing_init_from_checkpoint_names_the_key() -> None:
+    with pytest.raises(UserError, match=r"init_from=nowhere\.ckpt is not a file"):
+        init_weights(ClassifierModule(MLP), "nowhere.ckpt")

@@ -22,36 +22,32 @@ log = logging.getLogger(__name__)
 SAME_RUN_GROUPS = ("model", "experiment")  # ckpt_path=last resumes a run that chose the same of each
 
 
-def load_checkpoint(ckpt_path: str | Path | None) -> ClassifierModule:
+def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> ClassifierModule:
     """The model of a checkpoint written by train (weights_only: no code runs), or why it cannot be."""
     if not ckpt_path:
-        raise UserError("No checkpoint given: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt.")
+        raise UserError(f"No checkpoint given: pass {key}=<run dir>/checkpoints/<file>.ckpt.")
     path = Path(ckpt_path)
     if not path.is_file():
-        raise UserError(
-            f"ckpt_path={ckpt_path} is not a file: pass a .ckpt from a run's checkpoints/ folder."
-        )
+        raise UserError(f"{key}={ckpt_path} is not a file: pass a .ckpt from a run's checkpoints/ folder.")
     if not zipfile.is_zipfile(path):
-        raise UserError(
-            f"ckpt_path={path} is damaged or not a PyTorch checkpoint (not a torch.save zip file)."
-        )
+        raise UserError(f"{key}={path} is damaged or not a PyTorch checkpoint (not a torch.save zip file).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(
-            f"ckpt_path={path} holds Python objects besides tensors, so torch.load(weights_only=True) refused "
+            f"{key}={path} holds Python objects besides tensors, so torch.load(weights_only=True) refused "
             "it. Checkpoints of this template never do; unpickle such a file only if you trust its author."
         ) from exc
     except Exception as exc:
-        raise UserError(f"ckpt_path={path} is damaged ({exc}).") from exc
+        raise UserError(f"{key}={path} is damaged ({exc}).") from exc
     if not isinstance(checkpoint, dict) or "net" not in checkpoint.get("hyper_parameters", {}):
-        raise UserError(f"ckpt_path={path} was not written by this template (no network config inside).")
+        raise UserError(f"{key}={path} was not written by this template (no network config inside).")
     return ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def init_weights(model: ClassifierModule, ckpt_path: str) -> None:
     """Start a new run from another run's network weights: each tensor whose name and shape match."""
-    source = load_checkpoint(ckpt_path)
+    source = load_checkpoint(ckpt_path, key="init_from")
     theirs, ours = source.hparams["net"]["_target_"], model.hparams["net"]["_target_"]
     if theirs != ours:
         raise UserError(f"init_from={ckpt_path} holds a {theirs} network; this run builds a {ours}.")
