@@ -49,9 +49,10 @@ class SweepSummary(Callback):
             writer.writeheader()
             writer.writerows([*ok, *failed, *spread])
         table = Table("job", "overrides", "status", key, title=f"Sweep summary: {sweep / 'summary.csv'}")
-        for row in [*ok, *failed, *spread]:
-            value = f"{row[key]:.4f}" if key in row else ""
-            table.add_row(row["job"], row.get("overrides", ""), row.get("status", ""), value)
+        shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
+        for row in [*ok, *failed, *spread]:  # the table shows the overrides that tell the jobs apart
+            varying = " ".join(o for o in row.get("overrides", "").split() if o not in shared)
+            table.add_row(row["job"], varying, row.get("status", ""), f"{row[key]:.4f}" if key in row else "")
         Console().print(table)
         if failed:
             jobs = ", ".join(row["run_dir"] for row in failed)
