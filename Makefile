@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast bench lint typecheck format rename clean
+.PHONY: help install train eval test test-fast test-slurm bench lint typecheck format rename clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test: $(INSTALLED)  ## the whole test suite, on every core (about 1.5 minutes on
 
 test-fast: $(INSTALLED)  ## only the fast tests
 	$(BIN)/python -m pytest -n auto --dist loadgroup -m "not slow" $(ARGS)
+
+test-slurm: $(INSTALLED)  ## the SLURM tests on a one-node cluster started here (root; apt packages slurmctld slurmd munge)
+	scripts/slurm_local.sh up
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(ARGS); status=$$?; scripts/slurm_local.sh down; exit $$status
 
 bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
 	$(BIN)/python scripts/benchmark.py $(ARGS)

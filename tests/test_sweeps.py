@@ -124,7 +124,17 @@ def test_the_slurm_launcher_asks_for_what_the_trainer_uses() -> None:
         )
     launcher = cfg.hydra.launcher
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert (launcher.cpus_per_task, launcher.mem_gb) == (8, 64)
     assert launcher.additional_parameters.signal == "USR1@120"  # Lightning saves and requeues on it
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", "trainer=ddp_cpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher  # a CPU partition: no GPU asked for
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.cpus_per_task, launcher.mem_gb) == (
+        None,
+        2,
+        1,
+        4,
+    )
 
 
 @pytest.mark.slow

@@ -18,9 +18,8 @@ from rich.table import Table
 def job_row(job: Path) -> dict[str, Any]:
     """A job's overrides, status (`ok`, or `failed: <first line of its message>`), final metrics and directory."""
     error, metrics = job / "error.txt", job / "metrics.json"
-    status = "ok" if metrics.is_file() else "failed"
-    if error.is_file():
-        status = f"failed: {error.read_text().splitlines()[0]}"
+    reason = error.read_text().splitlines()[0] if error.is_file() else None
+    status = "ok" if metrics.is_file() and reason is None else f"failed: {reason or 'no metrics.json'}"
     overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
     values = json.loads(metrics.read_text()) if status == "ok" else {}
     return {"job": job.name, "overrides": overrides, "status": status, **values, "run_dir": str(job)}

@@ -35,6 +35,7 @@ from lightning_template.models.classifier import ClassifierModule
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)  # conf/train.yaml: hydra.run.dir
+OmegaConf.register_new_resolver("if_gpu", lambda accelerator, gpu, cpu: gpu if accelerator == "gpu" else cpu)
 
 # Metrics of TensorBoard's HPARAMS tab, by which the runs of a sweep are compared.
 HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")

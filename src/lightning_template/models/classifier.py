@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.wrappers import ClasswiseWrapper
 
 from lightning_template.errors import UserError
 
@@ -70,7 +71,8 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_class_acc = MulticlassAccuracy(num_classes, average=None)  # one accuracy per class
+        per_class = MulticlassAccuracy(num_classes, average=None)  # one accuracy per class, named
+        self.test_class_acc = ClasswiseWrapper(per_class, labels=list(class_names), prefix="test/class_acc/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers its best
@@ -130,9 +132,8 @@ class ClassifierModule(L.LightningModule):
         self.log("hp_metric", self.val_acc_best.compute(), sync_dist=True)  # TensorBoard's HPARAMS tab
 
     def on_test_epoch_end(self) -> None:
-        accuracies = self.test_class_acc.compute().tolist()  # synced over processes
-        names = self.hparams["class_names"]
-        self.log_dict({f"test/class_acc/{name}": acc for name, acc in zip(names, accuracies, strict=True)})
+        # Synced over processes by compute(); sync_dist because Lightning asks for it under DDP.
+        self.log_dict(self.test_class_acc.compute(), sync_dist=True)
         self.test_class_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
