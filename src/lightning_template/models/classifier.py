@@ -85,8 +85,7 @@ class ClassifierModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for raw pixels (uint8, or floats in [0, 255]) of shape (N, *input_shape)."""
-        # One new tensor instead of three: 10x faster on a 2,500-image evaluation batch.
-        return self.net((images - self.mean).div_(self.std))
+        return self.net((images.float() - self.mean) / self.std)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
