@@ -34,7 +34,7 @@ EOF
     [ -s /etc/munge/munge.key ] || mungekey --create --force
     chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
     pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
-    pgrep -x slurmctld >/dev/null || slurmctld
+    pgrep -x slurmctld >/dev/null || slurmctld -c  # -c: a clean queue, no jobs left from an earlier run
     pgrep -x slurmd >/dev/null || slurmd
     for _ in $(seq 30); do
         if sinfo --noheader --states=idle 2>/dev/null | grep -q idle; then
@@ -52,6 +52,10 @@ down() {
     pkill -x slurmd 2>/dev/null || true
     pkill -x slurmctld 2>/dev/null || true
     pkill -x munged 2>/dev/null || true
+    for _ in $(seq 20); do  # a quick `up` after `down` must not find them still shutting down
+        pgrep -x 'slurmctld|slurmd|munged' >/dev/null || return 0
+        sleep 0.5
+    done
 }
 
 case "${1:-}" in

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +44,42 @@ def test_a_two_job_array_runs_two_ddp_processes_per_job(tmp_path: Path, mnist_di
     logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*_log.*"))
     assert logs.count("All distributed processes registered. Starting with 2 processes") == 2
     assert "sync_dist" not in logs  # every epoch-level value is logged as Lightning asks under DDP
+
+
+def wait_for(find: Callable[[], Any], seconds: float = 180) -> Any:
+    """Poll until `find()` returns something true; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (found := find()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(1)
+    return found
+
+
+def slurm(*command: str) -> str:
+    """Run a SLURM command and return what it printed."""
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_sigusr1_saves_an_hpc_checkpoint_and_the_requeued_job_resumes_from_it(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    args = ["-m", "hydra/launcher=slurm", "trainer=cpu", "trainer.max_epochs=3", "data.batch_size=32"]
+    args += ["logger=none", "callbacks.rich_progress_bar=null", "print_config=false"]
+    args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
+    command = [sys.executable, "-m", "lightning_template.train", *args]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        first = wait_for(lambda: next(tmp_path.glob("train/multiruns/*/0/checkpoints/epoch_000.ckpt"), None))
+        job = first.parents[1]  # training, one epoch done
+        job_id = wait_for(lambda: next(job.parent.glob(".submitit/*"), None)).name  # the SLURM job
+        slurm("scancel", "--signal=USR1", job_id)  # what SLURM sends 120 s before the time limit
+        wait_for(lambda: list(job.glob("hpc_ckpt_*.ckpt")))  # Lightning saved, then requeued the job
+        wait_for(lambda: slurm("squeue", "-h", "-j", job_id, "-o", "%t") == "PD")
+        slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")  # skip SLURM's requeue delay
+        assert sweep.wait(timeout=180) == 0
+    finally:
+        sweep.kill()
+        subprocess.run(["scancel", "--quiet", "--partition=debug"])  # nothing left for the next test
+    logs = "".join(path.read_text() for path in job.parent.glob(".submitit/*/*_log.*"))
+    assert f"Restored all states from the checkpoint at {job}/hpc_ckpt_1.ckpt" in logs
+    assert json.loads((job / "metrics.json").read_text())["test/acc"] > 0.5
