@@ -53,7 +53,7 @@ down() {
     pkill -x slurmctld 2>/dev/null || true
     pkill -x munged 2>/dev/null || true
     for _ in $(seq 20); do  # a quick `up` after `down` must not find them still shutting down
-        pgrep -x 'slurmctld|slurmd|munged' >/dev/null || return 0
+        pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || pgrep -x munged >/dev/null || return 0
         sleep 0.5
     done
 }
