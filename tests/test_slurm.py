@@ -55,6 +55,11 @@ def wait_for(find: Callable[[], Any], seconds: float = 180) -> Any:
     return found
 
 
+def submitted_jobs(sweep: Path) -> list[str]:
+    """The SLURM job ids of a sweep: submitit makes a folder for each."""
+    return [path.name for path in sweep.glob(".submitit/*") if path.is_dir() and path.name[0].isdigit()]
+
+
 def slurm(*command: str) -> str:
     """Run a SLURM command and return what it printed."""
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
@@ -71,7 +76,7 @@ def test_sigusr1_saves_an_hpc_checkpoint_and_the_requeued_job_resumes_from_it(
     try:
         first = wait_for(lambda: next(tmp_path.glob("train/multiruns/*/0/checkpoints/epoch_000.ckpt"), None))
         job = first.parents[1]  # training, one epoch done
-        job_id = wait_for(lambda: next(job.parent.glob(".submitit/*"), None)).name  # the SLURM job
+        job_id = wait_for(lambda: submitted_jobs(job.parent))[0]
         slurm("scancel", "--signal=USR1", job_id)  # what SLURM sends 120 s before the time limit
         wait_for(lambda: list(job.glob("hpc_ckpt_*.ckpt")))  # Lightning saved, then requeued the job
         wait_for(lambda: slurm("squeue", "-h", "-j", job_id, "-o", "%t") == "PD")
