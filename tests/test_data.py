@@ -129,14 +129,20 @@ def write_idx(path: Path, data: torch.Tensor) -> None:
     path.write_bytes(header + data.numpy().tobytes())
 
 
-def test_fashion_mnist_files_train_end_to_end(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    raw = tmp_path / "fashion" / "FashionMNIST" / "raw"
+def write_fashion_mnist(data_dir: Path) -> Path:
+    """Small random Fashion-MNIST files (600 training, 100 test images) where torchvision looks for them."""
+    raw = data_dir / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for split, count in (("train", 600), ("t10k", 100)):
         write_idx(
             raw / f"{split}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8)
         )
         write_idx(raw / f"{split}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
+    return data_dir
+
+
+def test_fashion_mnist_files_train_end_to_end(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    write_fashion_mnist(tmp_path / "fashion")
     cfg = make_cfg(
         "train", [*FAST, "data=fashion_mnist", "data.val_split=0.1", f"paths.data_dir={tmp_path / 'fashion'}"]
     )

@@ -17,7 +17,7 @@ from lightning_template.models.classifier import ClassifierModule
 from lightning_template.train import train
 
 from tests.conftest import FAST
-from tests.test_data import write_idx
+from tests.test_data import write_fashion_mnist
 
 MLP = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [64, 32]}
 
@@ -55,13 +55,7 @@ def test_another_network_class_is_refused(mnist_checkpoint: Path) -> None:
 def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_runs(
     make_cfg: Callable[..., DictConfig], mnist_checkpoint: Path, tmp_path: Path
 ) -> None:
-    raw = tmp_path / "fashion" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for split, count in (("train", 600), ("t10k", 100)):
-        write_idx(
-            raw / f"{split}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8)
-        )
-        write_idx(raw / f"{split}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
+    write_fashion_mnist(tmp_path / "fashion")
     for name in ("a", "b", "c"):  # 28x28 grayscale images in three classes
         (tmp_path / "letters" / "train" / name).mkdir(parents=True)
         for i in range(10):

@@ -256,6 +256,15 @@ def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, odd_one: s
         load(root)
 
 
+def test_a_bad_image_size_and_test_classes_unlike_train_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"data\.image_size must be \[height, width\], got \[32\]"):
+        ImageFolderDataModule(root=tmp_path, image_size=[32])
+    root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
+    (root / "test" / "fox").rename(root / "test" / "wolf")
+    with pytest.raises(UserError, match=r"test needs the class folders of train/, \['cat', 'dog', 'fox'\]"):
+        ImageFolderDataModule(root=root, image_size=[16, 16]).setup("fit")
+
+
 @pytest.mark.slow
 def test_the_readme_commands_train_evaluate_and_predict_on_an_image_folder(
     folder: Path, tmp_path: Path
