@@ -30,7 +30,7 @@ FAST = [
     "++trainer.num_sanity_val_steps=0",
     "++trainer.enable_progress_bar=false",
     "++trainer.enable_model_summary=false",
-    "callbacks.rich_progress_bar=null",
+    "callbacks.progress_bar=null",
     "data.eval_batch_size=500",
 ]
 

@@ -19,7 +19,7 @@ from lightning_template.train import train
 from tests.conftest import FAST
 
 PNG = b"\x89PNG\r\n\x1a\n"
-QUIET = [*FAST, "callbacks.rich_progress_bar=null"]  # FAST turns the progress bar off
+QUIET = [*FAST, "callbacks.progress_bar=null"]  # FAST turns the progress bar off
 
 
 def test_tensorboard_shows_predictions_mistakes_confusion_matrices_and_graph(

@@ -33,7 +33,7 @@ QUIET = [  # what conftest's FAST turns off, without its batch limits: the folde
     "++trainer.num_sanity_val_steps=0",
     "++trainer.enable_progress_bar=false",
     "++trainer.enable_model_summary=false",
-    "callbacks.rich_progress_bar=null",
+    "callbacks.progress_bar=null",
 ]
 
 

@@ -15,6 +15,8 @@ from tests.conftest import run_cli
 # A line holding one of these is a warning the user would have to read and judge.
 SUSPECT = ("Warning", "warn(", "Skipping setting")
 ALLOWED: dict[str, str] = {}  # a part of an allowed line: why it cannot be avoided
+DebugRun = tuple[Path, list[str], subprocess.CompletedProcess[str]]  # its folder, paths overrides, output
+pytestmark = pytest.mark.xdist_group("test_output")  # one worker runs the module's `debug=fast` train once
 
 
 def suspect_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -26,11 +28,19 @@ def suspect_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     ]
 
 
-@pytest.mark.slow
-def test_train_eval_predict_and_a_sweep_print_no_avoidable_warning(tmp_path: Path, mnist_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> DebugRun:
+    """A `debug=fast` train as a user starts it."""
+    tmp_path = tmp_path_factory.mktemp("output")
     paths = [f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
     train = run_cli("lightning_template.train", ["debug=fast", *paths], cwd=tmp_path)
     assert train.returncode == 0, train.stderr
+    return tmp_path, paths, train
+
+
+@pytest.mark.slow
+def test_train_eval_and_predict_print_no_avoidable_warning(debug_run: DebugRun) -> None:
+    tmp_path, paths, train = debug_run
     checkpoint = next((tmp_path / "logs" / "debug" / "runs").glob("*/checkpoints/last.ckpt"))
     Image.new("L", (28, 28)).save(tmp_path / "digit.png")
     results = {
@@ -41,10 +51,7 @@ def test_train_eval_predict_and_a_sweep_print_no_avoidable_warning(tmp_path: Pat
             [f"ckpt_path={checkpoint}", "inputs=digit.png", *paths],
             cwd=tmp_path,
         ),
-        "sweep": run_cli(
-            "lightning_template.train", ["-m", "debug=fast", "optimizer.lr=0.01,0.001", *paths], cwd=tmp_path
-        ),
-    }
+    }  # a sweep's output is checked in test_sweeps.py
     for name, result in results.items():
         assert result.returncode == 0, f"{name}:\n{result.stderr}"
         assert suspect_lines(result) == [], name
@@ -52,11 +59,9 @@ def test_train_eval_predict_and_a_sweep_print_no_avoidable_warning(tmp_path: Pat
 
 @pytest.mark.slow
 def test_the_printed_tensorboard_command_starts_it_from_a_fresh_shell(
-    tmp_path: Path, mnist_dir: Path
+    debug_run: DebugRun,
 ) -> None:
-    paths = [f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
-    train = run_cli("lightning_template.train", ["debug=fast", *paths], cwd=tmp_path)
-    assert train.returncode == 0, train.stderr
+    tmp_path, _, train = debug_run
     printed = dict(line.split(": ", 1) for line in train.stdout.splitlines() if ": " in line)
     elsewhere, bare_env = tmp_path / "elsewhere", {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     elsewhere.mkdir()

@@ -69,7 +69,7 @@ def test_sigusr1_saves_an_hpc_checkpoint_and_the_requeued_job_resumes_from_it(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     args = ["-m", "hydra/launcher=slurm", "trainer=cpu", "trainer.max_epochs=3", "data.batch_size=32"]
-    args += ["logger=none", "callbacks.rich_progress_bar=null", "print_config=false"]
+    args += ["logger=none", "callbacks.progress_bar=null", "print_config=false"]
     args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
     command = [sys.executable, "-m", "lightning_template.train", *args]
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL)

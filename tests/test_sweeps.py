@@ -14,8 +14,9 @@ from lightning_template.errors import UserError, report_user_errors
 from lightning_template.eval import evaluate
 
 from tests.conftest import run_cli
+from tests.test_output import suspect_lines
 
-QUICK = ["debug=fast", "callbacks.rich_progress_bar=null"]
+QUICK = ["debug=fast", "callbacks.progress_bar=null"]
 
 
 def sweep_jobs(log_dir: Path) -> list[Path]:
@@ -39,6 +40,7 @@ def test_a_failed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, mnist_di
     assert result.returncode == 1
     assert "1 job(s) of this sweep failed" in result.stderr
     assert "Traceback" not in result.stderr
+    assert suspect_lines(result) == []  # nothing but the failed job's message to read
     failed, ok = sweep_jobs(tmp_path)
     assert "model.net.dropout must be in [0, 1)" in (failed / "error.txt").read_text()
     assert (ok / "checkpoints" / "last.ckpt").is_file() and not (ok / "error.txt").exists()
@@ -139,7 +141,13 @@ def test_the_slurm_launcher_asks_for_what_the_trainer_uses() -> None:
 
 @pytest.mark.slow
 def test_a_five_fold_sweep_summarizes_its_folds(tmp_path: Path, mnist_dir: Path) -> None:
-    folds = ["data.folds=5", "data.fold=0,1,2,3,4", "logger=none", "callbacks.prediction_images=null"]
+    folds = [
+        "data.folds=5",
+        "data.fold=0,1,2,3,4",
+        "logger=none",
+        "callbacks.prediction_images=null",
+        "test=false",
+    ]
     args = ["-m", *QUICK, *folds, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
     result = run_cli("lightning_template.train", args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
