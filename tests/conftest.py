@@ -81,8 +81,3 @@ def run_cli(module: str, args: Sequence[str], cwd: Path) -> subprocess.Completed
         text=True,
         timeout=300,
     )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first: the workers of `pytest -n` then finish together, not one after the other."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

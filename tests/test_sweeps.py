@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import csv
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_template.errors import UserError, report_user_errors
 from lightning_template.eval import evaluate
+from lightning_template.train import main
 
 from tests.conftest import run_cli
 from tests.test_output import suspect_lines
@@ -23,6 +28,21 @@ def sweep_jobs(log_dir: Path) -> list[Path]:
     """The job directories of the one sweep written under `log_dir`."""
     (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
     return sorted(path for path in sweep.iterdir() if path.is_dir())
+
+
+def run_sweep(args: Sequence[str]) -> int:
+    """`python -m lightning_template.train -m <args>`, in this process: no interpreter to start. Its exit code."""
+    hydra_config = HydraConfig.instance().cfg  # put back afterwards: the sweep would leave its own
+    # Without Hydra's logging setup, which would write the later tests' log records into this sweep's files.
+    argv = ["lightning_template.train", "-m", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    try:
+        with mock.patch.object(sys, "argv", argv):
+            main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        HydraConfig.instance().cfg = hydra_config
+    return 0
 
 
 def summary(log_dir: Path) -> list[dict[str, str]]:
@@ -89,9 +109,7 @@ def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_onc
 def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
-    args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
-    result = run_cli("lightning_template.train", ["-m", *args], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_sweep([*args, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]) == 0
     jobs = sweep_jobs(tmp_path)
     assert len(jobs) == 3
     best = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
@@ -148,9 +166,7 @@ def test_a_five_fold_sweep_summarizes_its_folds(tmp_path: Path, mnist_dir: Path)
         "callbacks.prediction_images=null",
         "test=false",
     ]
-    args = ["-m", *QUICK, *folds, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
-    result = run_cli("lightning_template.train", args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_sweep([*QUICK, *folds, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]) == 0
     rows = summary(tmp_path)
     assert [row["status"] for row in rows[:5]] == ["ok"] * 5 and [row["job"] for row in rows[5:]] == [
         "mean",

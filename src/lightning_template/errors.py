@@ -51,7 +51,7 @@ def report_user_errors() -> Iterator[None]:
         if error is None:
             raise
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The job fails, not the sweep: error.txt marks it, SweepFailures sets the exit status.
+            # The job fails, not the sweep: error.txt marks it, SweepSummary sets the exit status.
             log.error("This job failed: %s", error)
             Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(f"{error}\n")
             return
