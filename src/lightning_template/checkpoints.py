@@ -113,4 +113,4 @@ class CheckpointOnInterrupt(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if trainer.training and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # all of it: optimizer and loops too
