@@ -289,7 +289,6 @@ def report(results: dict[str, Any], out: Console) -> None:
     span = lambda s: f"{median(s):.3f} [{min(s):.3f}-{max(s):.3f}]" if s else ""  # noqa: E731
     plain, bare = [s for row in rows.values() for s in row["plain"]], rows["Lightning, bare loop"]["x_plain"]
     table.add_row("plain PyTorch loop (floor)", span(plain), f"{1 / bare:.2f}", "1.00", "", "")
-    # The bare loop's passes run the network alone: Lightning's floor for a validation or test pass.
     for name, row in rows.items():
         ratios = f"{row['x_bare']:.2f}", f"{row['x_plain']:.2f}"
         table.add_row(name, span(row["epoch"]), *ratios, span(row["validation"]), span(row["test"]))
