@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import shutil
 import signal
@@ -14,16 +16,18 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_template.checkpoints import find_checkpoint, resume_dir
+from lightning_template.checkpoints import AtomicCheckpointIO, find_checkpoint
 from lightning_template.errors import UserError, user_error_in
 from lightning_template.eval import evaluate
 from lightning_template.train import train
 
-from tests.conftest import FAST
+from tests.conftest import FAST, run_cli
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -93,39 +97,172 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
 
 
 class Interrupt(L.Callback):
-    """Stops training at the third step the way a user or a scheduler does."""
+    """Stops the run in one phase the way a user (Ctrl-C) or a scheduler (SIGTERM) does."""
 
-    def __init__(self, how: str) -> None:
-        self.how = how
+    def __init__(self, how: str, phase: str) -> None:
+        self.how, self.phase = how, phase
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == 3:
+    def stop(self, phase: str) -> None:
+        if phase == self.phase:
             if self.how == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
             else:
                 raise KeyboardInterrupt
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.stop("training" if trainer.global_step == 3 else "")
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.stop("sanity check" if trainer.sanity_checking else "validation")
+
+    def on_test_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.stop("test")
+
 
 @pytest.mark.parametrize(("how", "code"), [("sigterm", 143), ("ctrl-c", 130)])
-def test_an_interrupted_run_saves_a_checkpoint_that_ckpt_path_last_resumes(
+def test_an_interrupted_run_saves_a_checkpoint_that_resumes_it(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, how: str, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     interrupt = [
         "+callbacks.interrupt._target_=tests.test_train.Interrupt",
         f"+callbacks.interrupt.how={how}",
     ]
-    cfg = make_cfg("train", [*FAST, "logger=none", *interrupt])
+    cfg = make_cfg("train", [*FAST, "logger=none", *interrupt, "+callbacks.interrupt.phase=training"])
     with pytest.raises(SystemExit) as stopped:
         train(cfg)
     assert stopped.value.code == code
-    resume = caplog.text.split("Resume with ", 1)[1].split()
-    assert resume[:3] == [sys.executable, "-m", "lightning_template.train"] and resume[-1] == "ckpt_path=last"
     saved = tmp_path / "checkpoints" / "last.ckpt"
+    resume = caplog.text.split("Resume from last.ckpt with ", 1)[1].split()
+    assert (
+        resume[:3] == [sys.executable, "-m", "lightning_template.train"]
+        and resume[-1] == f"ckpt_path={saved}"
+    )
     assert torch.load(saved, weights_only=True)["global_step"] in (3, 4)  # SIGTERM finishes its step
     cfg.callbacks.interrupt = None
     cfg.ckpt_path = str(saved)
-    assert train(cfg)["test/acc"] > 0
+    train(cfg)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("how", "phase", "code", "says"),
+    [
+        ("ctrl-c", "sanity check", 130, "while fitting (epoch 0). No checkpoint of this run was saved yet"),
+        ("sigterm", "validation", 143, "while fitting (epoch 0). No checkpoint of this run was saved yet"),
+        ("sigterm", "test", 143, "while testing. Training had finished; test with "),
+    ],
+)
+def test_an_interruption_in_any_phase_exits_nonzero_and_says_what_is_left(
+    make_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+    phase: str,
+    code: int,
+    says: str,
+) -> None:
+    interrupt = [
+        f"+callbacks.interrupt={{_target_: tests.test_train.Interrupt, how: {how}, phase: '{phase}'}}"
+    ]
+    cfg = make_cfg("train", [*FAST, "logger=none", "trainer.num_sanity_val_steps=2", *interrupt])
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    assert stopped.value.code == code
+    assert f"Interrupted by {'SIGTERM' if how == 'sigterm' else 'Ctrl-C'} {says}" in caplog.text
+    if phase == "test":  # the command to finish the job: test the best checkpoint
+        assert f"lightning_template.eval ckpt_path={tmp_path}/checkpoints/epoch_000.ckpt" in caplog.text
+    else:
+        assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_run_resumed_for_more_epochs_anneals_from_its_current_rate_and_ends_at_its_last_epoch(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    train(make_cfg("train", [*FAST, "trainer.max_epochs=4", "+trainer.max_steps=10"]))  # 2 of 4 epochs
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    resume = [*FAST, "trainer.max_epochs=8", f"ckpt_path={last}"]
+    train(make_cfg("train", resume))
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    rates = [event.value for event in events.Scalars("lr-Adam")]  # one per epoch, the resumed ones too
+    assert rates[:2] == pytest.approx([1e-3, 1e-3 * (1 + math.cos(math.pi / 4)) / 2])
+    # Cosine from the rate epoch 2 had in the 4-epoch plan (5e-4) to 0 after epoch 7, never climbing back.
+    assert rates[2:] == pytest.approx([5e-4 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)])
+    assert torch.load(last, weights_only=True)["epoch"] == 7  # last.ckpt: the last epoch, not the best
+    before = weights(last)
+    train(make_cfg("train", resume))  # a finished run resumed trains nothing more
+    assert all(torch.equal(before[key], value) for key, value in weights(last).items())
+
+
+def test_a_schedule_that_cannot_be_stretched_is_refused_before_anything_is_written(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    train(make_cfg("train", [*FAST, "scheduler=onecycle"]))
+    files = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    cfg = make_cfg("train", [*FAST, "scheduler=onecycle", "trainer.max_epochs=2", f"ckpt_path={last}"])
+    with pytest.raises(UserError, match=r"OneCycleLR schedule cannot be stretched.*trainer\.max_epochs=1"):
+        train(cfg)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == files
+
+
+def test_one_cycle_peaks_at_the_optimizers_rate(make_cfg: Callable[..., DictConfig]) -> None:
+    cfg = make_cfg("train", ["scheduler=onecycle", "optimizer.lr=0.02"])
+    optimizer = torch.optim.SGD([torch.zeros(1)])
+    scheduler = instantiate(cfg.scheduler.scheduler)(optimizer, total_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+def test_a_failed_command_changes_nothing_in_the_run_it_names_and_logs_its_error(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, mnist_dir: Path
+) -> None:
+    run = tmp_path / "logs" / "train" / "runs" / "first"
+    train(make_cfg("train", [*FAST, f"paths.output_dir={run}"]))
+    files = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={mnist_dir}", "print_config=false"]
+    for bad in ("model=cnn", "optimizer.lr=-1"):
+        result = run_cli(
+            "lightning_template.train", [f"ckpt_path={run}/checkpoints/last.ckpt", bad, *paths], tmp_path
+        )
+        assert result.returncode == 2 and "\nError: " in result.stderr, result.stderr
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == files
+    logs = [path.read_text() for path in (run.parent).glob("*/train.log")]  # each command's own log
+    assert len(logs) == 2 and all("[ERROR]" in log for log in logs)
+
+
+def test_seed_null_draws_a_seed_that_is_logged_and_repeats_the_run(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg("train", [*FAST, "seed=null", "logger=csv", f"paths.output_dir={tmp_path / 'a'}"])
+    train(cfg)
+    assert isinstance(cfg.seed, int)
+    assert yaml.safe_load((tmp_path / "a" / "csv" / "hparams.yaml").read_text())["seed"] == cfg.seed
+    train(make_cfg("train", [*FAST, f"seed={cfg.seed}", "logger=none", f"paths.output_dir={tmp_path / 'b'}"]))
+    first, again = (weights(tmp_path / name / "checkpoints" / "last.ckpt") for name in "ab")
+    assert all(torch.equal(first[key], again[key]) for key in first)
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+
+    def full_disk(checkpoint: Any, file: Any) -> None:
+        file.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
 def test_ckpt_path_last_is_the_newest_last_checkpoint_of_the_task(tmp_path: Path) -> None:
@@ -136,9 +273,6 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint_of_the_task(tmp_path: Path
         path.write_bytes(b"")
         os.utime(path, (1000 + age, 1000 + age))
     assert find_checkpoint("last", str(tmp_path)) == newer
-    assert resume_dir("last", str(tmp_path), "new") == str(newer.parent.parent)
-    assert resume_dir(None, str(tmp_path), "new") == "new"
-    assert resume_dir("last", str(tmp_path / "nothing"), "new") == "new"  # train() reports it
 
 
 def test_ckpt_path_last_resumes_the_same_model_or_names_the_override(

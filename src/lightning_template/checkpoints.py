@@ -1,9 +1,10 @@
-"""Where checkpoints are found (`ckpt_path=last`, the resumed run's directory), how they are loaded, and the
-checkpoint saved on Ctrl-C or SIGTERM."""
+"""Where checkpoints are found (`ckpt_path=last`), how they are loaded and written, and the checkpoint saved
+on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from lightning_template.errors import UserError
-from lightning_template.models.classifier import ClassifierModule
+from lightning_template.models.classifier import STRETCHABLE, ClassifierModule
 
 log = logging.getLogger(__name__)
 SAME_RUN_GROUPS = ("model", "experiment")  # ckpt_path=last resumes a run that chose the same of each
@@ -58,6 +60,27 @@ def init_weights(model: ClassifierModule, ckpt_path: str) -> None:
     log.info("init_from=%s: %d tensors loaded; skipped (other shapes): %s", ckpt_path, len(found), skipped)
 
 
+def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> None:
+    """Refuse, before anything is written, to resume into another network or to stretch a schedule that
+    cannot be stretched (ClassifierModule's resume_schedule stretches the others)."""
+    saved_net = load_checkpoint(ckpt_path).hparams["net"]
+    if saved_net != model.hparams["net"]:
+        raise UserError(
+            f"ckpt_path={ckpt_path} holds another network than the config asks for; resume with the "
+            f"model settings it was trained with ({saved_net})."
+        )
+    before = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("max_epochs", max_epochs)
+    factory = (model.scheduler or {}).get("scheduler")
+    kind = getattr(factory, "func", factory)  # the class of a partial
+    if before != max_epochs and kind is not None and not issubclass(kind, STRETCHABLE):
+        raise UserError(
+            f"trainer.max_epochs={max_epochs}: the run of ckpt_path={ckpt_path} was planned for {before} "
+            f"epochs, and its {kind.__name__} schedule cannot be stretched (one-cycle's warm-up and "
+            f"annealing are fixed when it starts). Resume with trainer.max_epochs={before}, or start a new "
+            "run with a fresh schedule from its weights: init_from=<the .ckpt> instead of ckpt_path."
+        )
+
+
 def run_choices(checkpoint: Path) -> dict[str, Any]:
     """The config groups the checkpoint's run chose, as Hydra recorded them ({} if it did not)."""
     path = checkpoint.parent.parent / ".hydra" / "hydra.yaml"
@@ -93,13 +116,23 @@ def find_checkpoint(ckpt_path: str | None, task_dir: str) -> Path | None:
     return same
 
 
-def resume_dir(ckpt_path: str | None, task_dir: str, new_dir: str) -> str:
-    """Hydra's run directory: a resumed run continues in the directory of its checkpoint."""
-    try:
-        path = find_checkpoint(ckpt_path, task_dir)
-    except UserError:
-        return new_dir  # train() reports it, having written nothing into an earlier run
-    return str(path.parent.parent) if path and path.parent.name == "checkpoints" else new_dir
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, then rename it into place: a full disk or a kill
+    during a save leaves the previous file whole. Lightning's own temporary file is in $TMPDIR, and moving
+    it onto another disk (a tmpfs /tmp) is a copy that a full disk truncates."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with temporary.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before the rename, or a power loss could keep an empty file
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 class CheckpointOnInterrupt(L.Callback):

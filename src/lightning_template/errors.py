@@ -56,4 +56,7 @@ def report_user_errors() -> Iterator[None]:
             Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(f"{error}\n")
             return
         print(f"Error: {error}", file=sys.stderr)
+        for handler in logging.getLogger().handlers:  # the run's log file too (Hydra's train.log)
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, error, (), None))
         sys.exit(2)

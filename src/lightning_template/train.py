@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shlex
-import signal
 import sys
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
 import lightning as L
@@ -22,46 +23,17 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
-from torch.utils.tensorboard.summary import hparams
 
-from lightning_template.checkpoints import find_checkpoint, init_weights, load_checkpoint, resume_dir
+from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights
 from lightning_template.errors import UserError, hide_library_noise, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
 log = logging.getLogger(__name__)
-OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)  # conf/train.yaml: hydra.run.dir
 OmegaConf.register_new_resolver("if_gpu", lambda accelerator, gpu, cpu: gpu if accelerator == "gpu" else cpu)
-
-# Metrics of TensorBoard's HPARAMS tab, by which the runs of a sweep are compared.
-HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested config as `a/b/c` keys with values TensorBoard's HPARAMS tab can show."""
-    if isinstance(node, Mapping):
-        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}/").items()}
-    name = prefix.rstrip("/")
-    if name.endswith("_target_"):
-        return {name: str(node).rpartition(".")[2]}
-    return {name: node if isinstance(node, (int, float, str, bool)) else str(node)}
-
-
-@rank_zero_only
-def log_hyperparameters(cfg: DictConfig, trainer: L.Trainer) -> None:
-    """Send the settings that tell runs apart to every logger, and open TensorBoard's HPARAMS session."""
-    config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
-    keys = ("data", "model", "optimizer", "scheduler", "seed")
-    params = flatten({key: config.get(key) for key in keys} | {"max_epochs": cfg.trainer.max_epochs})
-    for logger in trainer.loggers:
-        logger.log_hyperparams(params)
-        if isinstance(logger, TensorBoardLogger):  # the values come from the scalars logged later
-            for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
-                logger.experiment.file_writer.add_summary(summary)
 
 
 @rank_zero_only
@@ -111,12 +83,43 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, **kwargs)
 
 
+def run_seed(cfg: DictConfig) -> int:
+    """`seed`, or for seed=null a drawn one, shared by a sweep's jobs (k-fold: one partition) and DDP processes."""
+    if cfg.get("seed") is not None:
+        return cfg.seed
+    if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything in the process that started this one
+        return int(os.environ["PL_GLOBAL_SEED"])
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return zlib.crc32(HydraConfig.get().sweep.dir.encode())
+    return random.SystemRandom().randrange(2**31)
+
+
+def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: str) -> NoReturn:
+    """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what was interrupted and what can be done next."""
+    signal_name, code = ("SIGTERM", 143) if trainer.received_sigterm else ("Ctrl-C", 130)
+    stage = "testing" if testing else f"fitting (epoch {trainer.current_epoch})"
+    message = f"Interrupted by {signal_name} while {stage}."
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt").absolute()
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # for the sweep's summary
+        Path(HydraConfig.get().runtime.output_dir, "interrupted.txt").write_text(f"{message}\n")
+    elif testing:
+        message += (
+            f" Training had finished; test with {command('lightning_template.eval', f'ckpt_path={best}')}"
+        )
+    elif last.is_file():
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        overrides = [o for o in overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={last}"]
+        message += f" Resume from {last.name} with {command('lightning_template.train', *overrides)}"
+    else:
+        message += " No checkpoint of this run was saved yet, so there is nothing to resume."
+    log.warning(message)
+    sys.exit(code)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric."""
-    if cfg.get("print_config"):
-        print_config(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+    with open_dict(cfg):  # seed=null: the drawn seed is printed and logged; seed=<it> repeats the run
+        cfg.seed = L.seed_everything(run_seed(cfg), workers=True)
     datamodule: Any = instantiate(cfg.data)
     datamodule.setup("fit")  # the network is built for the data's image shape and classes
     model: ClassifierModule = instantiate(
@@ -129,32 +132,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
         init_weights(model, cfg.init_from)
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+    command_dir = cfg.paths.output_dir  # Hydra's: this command's config and log
+    if ckpt_path:
+        check_resume(ckpt_path, model, cfg.trainer.max_epochs)
+    if ckpt_path and ckpt_path.parent.name == "checkpoints":  # checked: the run continues in its directory
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(ckpt_path.parent.parent)
+    if cfg.get("print_config"):
+        print_config(cfg)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
     batches = len(datamodule.train_dataloader())  # a small dataset logs at least once per epoch
     log_every_n_steps = min(cfg.trainer.get("log_every_n_steps", 50), batches)
     trainer = build_trainer(cfg, callbacks=callbacks, log_every_n_steps=log_every_n_steps)
-    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
-    saved_net = load_checkpoint(ckpt_path).hparams["net"] if ckpt_path else model.hparams["net"]
-    if saved_net != model.hparams["net"]:
-        raise UserError(
-            f"ckpt_path={ckpt_path} holds another network than the config asks for; resume with the "
-            f"model settings it was trained with ({saved_net})."
-        )
-    log_hyperparameters(cfg, trainer)
+    best, testing = "", False
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (SystemExit, SIGTERMException):  # Lightning turns Ctrl-C into SystemExit after saving
-        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-        overrides = [o for o in overrides if not o.startswith("ckpt_path=")] + ["ckpt_path=last"]
-        resume = command("lightning_template.train", *overrides)
-        log.warning("Interrupted: checkpoint saved. Resume with %s", resume)
-        sys.exit(128 + signal.SIGTERM if trainer.received_sigterm else 130)
-    metrics = final_metrics(trainer)
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
-        metrics.update(final_metrics(trainer))
+        metrics = final_metrics(trainer)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if cfg.get("test"):
+            testing = True
+            trainer.test(
+                model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+            )
+            metrics.update(final_metrics(trainer))
+    except SystemExit:  # Lightning turns Ctrl-C into SystemExit and SIGTERM into SIGTERMException (one)
+        stop_interrupted(cfg, trainer, testing, best)
     places = {"Run directory": cfg.paths.output_dir, "Best checkpoint": best or "(none)"}
+    if command_dir != cfg.paths.output_dir:
+        places["This command's config and log"] = command_dir
     if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
         places["TensorBoard"] = command("tensorboard.main", "--logdir", cfg.paths.output_dir)
     print_summary("Training finished", metrics, places)
@@ -188,12 +194,13 @@ def one_sweep_job() -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Command-line entry point; returns `optimized_metric` to Hydra's sweepers (NaN if the job failed)."""
+    """Command-line entry point; returns `optimized_metric` to Hydra's sweepers (None if the job failed,
+    which Optuna records as a failed trial)."""
     hide_library_noise()
     metrics: dict[str, float] = {}
     with one_sweep_job(), report_user_errors():
         metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"), float("nan"))
+    return metrics.get(cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

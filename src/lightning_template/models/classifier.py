@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.wrappers import ClasswiseWrapper
@@ -19,6 +20,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from lightning_template.errors import UserError
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+STRETCHABLE = (CosineAnnealingLR, ReduceLROnPlateau)  # schedules that a run resumed for longer can follow
 
 
 def build_network(config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
@@ -138,10 +140,13 @@ class ClassifierModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Dropout and augmentation draw from this generator: a resumed run draws what it would have.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        checkpoint["max_epochs"] = self.trainer.max_epochs  # a run resumed for longer stretches its schedule
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if self.scheduler and checkpoint.get("lr_schedulers"):  # resuming a fit (Lightning restores it next)
+            resume_schedule(checkpoint, self.trainer.max_epochs)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer is None:
@@ -154,6 +159,15 @@ class ClassifierModule(L.LightningModule):
         if "total_steps" in inspect.signature(factory).parameters:  # OneCycleLR: the run's length
             factory = partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": factory(optimizer), **scheduler}}
+
+
+def resume_schedule(checkpoint: dict[str, Any], max_epochs: int | None) -> None:
+    """A run resumed with another trainer.max_epochs: a cosine schedule anneals from the current rate to its
+    eta_min over the epochs after the checkpoint's (checkpoints.check_resume refused the unstretchable)."""
+    state = checkpoint["lr_schedulers"][0]
+    if max_epochs is not None and checkpoint.get("max_epochs", max_epochs) != max_epochs and "T_max" in state:
+        rates = [group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"]]
+        state.update(T_max=max(1, max_epochs - checkpoint["epoch"] - 1), base_lrs=rates, last_epoch=0)
 
 
 def check_optimizer(factory: OptimizerFactory) -> None:
