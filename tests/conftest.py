@@ -15,6 +15,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from lightning_template.errors import LIBRARY_NOISE
+
 REPO = Path(__file__).resolve().parents[1]
 # pytest -n runs one worker per core: a second torch thread per worker (and per subprocess) would only
 # make them wait for each other.
@@ -33,6 +35,12 @@ FAST = [
     "callbacks.progress_bar=null",
     "data.eval_batch_size=500",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The library warnings the commands ignore (errors.LIBRARY_NOISE); any other warning fails a test."""
+    for message in LIBRARY_NOISE:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -18,7 +22,7 @@ from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
 from lightning_template.train import train
 
-from tests.conftest import FAST
+from tests.conftest import FAST, REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +181,98 @@ def test_k_fold_validation_sets_are_disjoint_cover_the_training_set_and_follow_t
     assert torch.equal(again.data_val.tensors[0], val_images)
     with pytest.raises(UserError, match=r"data\.folds must be >= 2 and data\.fold in \[0, data\.folds\)"):
         MNISTDataModule(data_dir=mnist_dir, folds=5, fold=5).setup("fit")
+
+
+def fresh_data(data_dir: Path) -> Path:
+    """A data_dir holding only the repository's four MNIST .gz files, as on a fresh clone."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for archive in (REPO / "data" / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(archive, raw)
+    return data_dir
+
+
+def listing(data_dir: Path) -> list[str]:
+    return sorted(path.name for path in (data_dir / "MNIST" / "raw").iterdir())
+
+
+# Waits for `go` before loading, so that the processes, started one after the other, load at the same moment.
+LOAD_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from lightning_template.data.mnist import MNISTDataModule
+
+data_dir, ready, go = map(Path, sys.argv[1:])
+ready.touch()
+deadline = time.monotonic() + 120
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+(train, _), (test, _) = MNISTDataModule(data_dir=data_dir).load()
+print(tuple(train.shape), tuple(test.shape), int(train.sum()), int(test.sum()))
+"""
+
+
+@pytest.mark.slow
+def test_processes_started_at_once_on_a_fresh_clone_all_read_the_data(tmp_path: Path) -> None:
+    data_dir = fresh_data(tmp_path / "data")
+    archives, go, count = listing(data_dir), tmp_path / "go", 4
+    command = [sys.executable, "-c", LOAD_AT_ONCE, str(data_dir)]
+    processes = [
+        subprocess.Popen([*command, str(tmp_path / f"ready{n}"), str(go)], stdout=subprocess.PIPE, text=True)
+        for n in range(count)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("ready*"))) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [process.returncode for process in processes] == [0] * count
+    assert len(set(outputs)) == 1 and outputs[0].startswith("(60000, 1, 28, 28) (10000, 1, 28, 28)")
+    unpacked = [name.removesuffix(".gz") for name in archives]
+    assert listing(data_dir) == sorted([*archives, *unpacked, "unpack.lock"])  # and no partial file
+
+
+@pytest.mark.slow
+def test_ddp_ranks_started_at_once_on_a_fresh_clone_train(tmp_path: Path) -> None:
+    """torchrun starts both ranks at once, as srun does; each one's train() sets up the data."""
+    data_dir = fresh_data(tmp_path / "data")
+    args = ["--standalone", "--nproc-per-node=2", "-m", "lightning_template.train", "trainer=ddp_cpu"]
+    args += ["debug=fast", "print_config=false", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}"]
+    result = run_cli("torch.distributed.run", args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert not list(data_dir.rglob("*.partial"))
+
+
+def test_a_file_left_partial_by_a_killed_run_is_unpacked_again(tmp_path: Path) -> None:
+    data_dir = fresh_data(tmp_path)
+    raw = data_dir / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte").write_bytes(b"")  # a kill right after opening it (older versions)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0x27, 0x10, 7, 2]))  # or later
+    (raw / "t10k-images-idx3-ubyte.partial").write_bytes(b"\0" * 99)  # a kill during unpacking
+    (train, _), (test, test_labels) = MNISTDataModule(data_dir=data_dir).load()
+    assert train.shape == (60_000, 1, 28, 28) and test.shape == (10_000, 1, 28, 28)
+    assert len(test_labels) == 10_000
+    assert not list(raw.glob("*.partial"))
+
+
+def test_damaged_files_get_a_message_with_the_fix(tmp_path: Path) -> None:
+    data_dir = fresh_data(tmp_path / "gz")
+    archive = data_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(
+        UserError, match=r"train-labels-idx1-ubyte\.gz is damaged .*git checkout -- data/MNIST"
+    ):
+        MNISTDataModule(data_dir=data_dir).load()
+    assert not list(archive.parent.glob("*.partial"))
+    # Unpacked files without their .gz (copied from elsewhere): the .gz files would be unpacked again.
+    fashion = write_fashion_mnist(tmp_path / "fashion")
+    (fashion / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(
+        UserError, match=r"FashionMNIST/raw could not be read .* Put the four \.gz files there"
+    ):
+        MNISTDataModule(data_dir=fashion, dataset="fashion_mnist").load()

@@ -280,16 +280,15 @@ def test_the_readme_commands_train_evaluate_and_predict_on_an_image_folder(
     evaluated = run_cli("lightning_template.eval", [f"ckpt_path={best}", logs], cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     test_acc = [
-        line.split()[3]
+        line.split()[1]
         for line in trained.stdout.splitlines() + evaluated.stdout.splitlines()
-        if "│ test/acc " in line
+        if line.startswith("  test/acc ")
     ]
     assert len(test_acc) == 2 and test_acc[0] == test_acc[1]  # eval reproduces the run's test accuracy
     predicted = run_cli(
         "lightning_template.predict", [f"ckpt_path={best}", f"inputs={folder / 'test'}", logs], cwd=tmp_path
     )
     assert predicted.returncode == 0, predicted.stderr
-    rows = list(
-        csv.DictReader(next((tmp_path / "logs" / "predict" / "runs").glob("*/predictions.csv")).open())
-    )
+    written = next((tmp_path / "logs" / "predict" / "runs").glob("*/predictions.csv"))
+    rows = list(csv.DictReader(written.read_text().splitlines()))
     assert len(rows) == 12 and {row["class"] for row in rows} <= set(CLASSES)

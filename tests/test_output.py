@@ -42,7 +42,9 @@ def debug_run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Debu
 def test_train_eval_and_predict_print_no_avoidable_warning(debug_run: DebugRun) -> None:
     tmp_path, paths, train = debug_run
     checkpoint = next((tmp_path / "logs" / "debug" / "runs").glob("*/checkpoints/last.ckpt"))
-    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    digit = Image.new("L", (28, 28))
+    digit.paste(255, (12, 6, 16, 22))  # a white stroke on black: a "1"
+    digit.save(tmp_path / "digit.png")
     results = {
         "train": train,
         "eval": run_cli("lightning_template.eval", [f"ckpt_path={checkpoint}", *paths], cwd=tmp_path),
@@ -66,19 +68,24 @@ def test_the_printed_tensorboard_command_starts_it_from_a_fresh_shell(
     elsewhere, bare_env = tmp_path / "elsewhere", {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     elsewhere.mkdir()
 
-    tensorboard = subprocess.Popen(
-        [*shlex.split(printed["TensorBoard"]), "--port", "0"],
-        cwd=elsewhere,
-        env=bare_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    banner = tmp_path / "tensorboard.log"  # a file, so that waiting for it never blocks on a read
+    with banner.open("w") as stderr:
+        tensorboard = subprocess.Popen(
+            [*shlex.split(printed["TensorBoard"]), "--port", "0"],
+            cwd=elsewhere,
+            env=bare_env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
-        deadline, banner = time.monotonic() + 120, ""
-        while "http://" not in banner and time.monotonic() < deadline and tensorboard.poll() is None:
-            banner += tensorboard.stderr.readline() if tensorboard.stderr else ""
-        assert "http://" in banner, banner  # "TensorBoard 2.x at http://localhost:<port>/"
+        deadline = time.monotonic() + 120
+        while (
+            "http://" not in banner.read_text() and time.monotonic() < deadline and tensorboard.poll() is None
+        ):
+            time.sleep(0.2)
+        assert "http://" in banner.read_text(), (
+            banner.read_text()
+        )  # "TensorBoard 2.x at http://localhost:<port>/"
     finally:
         tensorboard.kill()
         tensorboard.wait()

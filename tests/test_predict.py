@@ -96,3 +96,13 @@ def test_inputs_that_match_nothing_are_one_paragraph_and_exit_2(checkpoint: Path
         "Error: inputs=digits/*.png matched no files. Pass an image file, a folder"
     )
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_inputs_of_which_none_can_be_read_are_an_error_that_says_why(
+    make_cfg: Callable[..., DictConfig], checkpoint: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    cfg = make_cfg("predict", [f"ckpt_path={checkpoint}", f"inputs={tmp_path / 'notes.txt'}"])
+    with pytest.raises(UserError, match=r"notes\.txt: no file could be read as an image \(cannot identify"):
+        predict(cfg)
+    assert "cannot identify image file" in (tmp_path / "predictions.csv").read_text()  # each file's error

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_data import fresh_data
 
 
 def cluster_is_up() -> bool:
@@ -30,9 +31,10 @@ pytestmark = [
 ]
 
 
-def test_a_two_job_array_runs_two_ddp_processes_per_job(tmp_path: Path, mnist_dir: Path) -> None:
+def test_a_two_job_array_runs_two_ddp_processes_per_job_on_a_fresh_clone(tmp_path: Path) -> None:
+    data_dir = fresh_data(tmp_path / "data")  # only the .gz files: every process of both jobs sets it up
     args = ["-m", "hydra/launcher=slurm", "trainer=ddp_cpu", "debug=fast", "optimizer.lr=0.01,0.001"]
-    args += ["print_config=false", f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]
+    args += ["print_config=false", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}"]
     result = run_cli("lightning_template.train", args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
@@ -44,6 +46,7 @@ def test_a_two_job_array_runs_two_ddp_processes_per_job(tmp_path: Path, mnist_di
     logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*_log.*"))
     assert logs.count("All distributed processes registered. Starting with 2 processes") == 2
     assert "sync_dist" not in logs  # every epoch-level value is logged as Lightning asks under DDP
+    assert not list(data_dir.rglob("*.partial"))
 
 
 def wait_for(find: Callable[[], Any], seconds: float = 180) -> Any:

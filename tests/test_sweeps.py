@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_template.errors import UserError, report_user_errors
 from lightning_template.eval import evaluate
+from lightning_template.sweeps import KILLED
 from lightning_template.train import main
 
 from tests.conftest import run_cli
@@ -48,7 +49,7 @@ def run_sweep(args: Sequence[str]) -> int:
 def summary(log_dir: Path) -> list[dict[str, str]]:
     """The rows of the sweep's summary.csv."""
     (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
-    return list(csv.DictReader((sweep / "summary.csv").open()))
+    return list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
 
 
 @pytest.mark.slow
@@ -106,25 +107,102 @@ def test_ddp_jobs_of_a_sweep_write_one_directory_each_and_test_the_whole_set_onc
 
 
 @pytest.mark.slow
-def test_optuna_search_reports_the_best_trial(tmp_path: Path, mnist_dir: Path) -> None:
+def test_an_optuna_search_with_a_diverging_range_runs_every_trial(
+    tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    args = [*QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
-    assert run_sweep([*args, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]) == 0
-    jobs = sweep_jobs(tmp_path)
-    assert len(jobs) == 3
-    best = yaml.safe_load((jobs[0].parent / "optimization_results.yaml").read_text())
-    values = []
-    for job in jobs:
-        events = EventAccumulator(str(job / "tensorboard"))
-        events.Reload()
-        values.append(events.Scalars("val/acc_best")[-1].value)
-    assert best["best_value"] == pytest.approx(max(values), abs=1e-6)
+    lr_range = "optimizer.lr=tag(log, interval(1e-3, 1e7))"  # seed 42 draws 5.6, 0.0016, 1314, 1190
+    args = [*QUICK, "hparams_search=optuna", "optimizer=sgd", lr_range, "hydra.sweeper.n_trials=4"]
+    assert run_sweep([*args, f"paths.log_dir={tmp_path}", f"paths.data_dir={mnist_dir}"]) == 1
+    assert "job(s) of this sweep failed" in capsys.readouterr().err
     rows = summary(tmp_path)
-    assert [row["status"] for row in rows[:3]] == ["ok"] * 3 and [row["job"] for row in rows[3:]] == [
-        "mean",
-        "std",
-    ]
+    assert len(sweep_jobs(tmp_path)) == 4 and [row["job"] for row in rows[4:]] == ["mean", "std"]
+    lrs = {float(row["overrides"].split("optimizer.lr=")[1].split()[0]): row["status"] for row in rows[:4]}
+    assert min(lrs) < 0.01 and max(lrs) > 100
+    assert all(status == "ok" for lr, status in lrs.items() if lr < 0.01)
+    assert all(status.startswith("failed: Training diverged") for lr, status in lrs.items() if lr > 100)
+    best = yaml.safe_load((sweep_jobs(tmp_path)[0].parent / "optimization_results.yaml").read_text())
+    assert rows[0]["status"] == "ok"
     assert float(rows[0]["val/acc_best"]) == pytest.approx(best["best_value"], abs=1e-6)  # best first
+
+
+# train() in place of the real one, for sweeps that stop: by `+outcome`, a job finishes, fails with a user
+# error, is interrupted (interrupted.txt, then exit 143: train.py on SIGTERM) or is SIGKILLed. Joblib's
+# workers run it too: Hydra's task function reaches them by value.
+FAKE_TRAIN = """
+import json, os, signal, sys
+from pathlib import Path
+from unittest import mock
+
+from lightning_template import train
+from lightning_template.errors import UserError
+
+
+def fake_train(cfg):
+    job = Path(cfg.paths.output_dir)
+    if cfg.outcome == "fail":
+        raise UserError("Training diverged.")
+    if cfg.outcome == "interrupt":
+        (job / "interrupted.txt").write_text("Interrupted by SIGTERM.")
+        sys.exit(143)
+    if cfg.outcome == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    (job / "metrics.json").write_text(json.dumps({"val/acc_best": 0.5}))
+    return {"val/acc_best": 0.5}
+
+
+with mock.patch.object(train, "train", fake_train):
+    train.main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "code", "statuses", "message"),
+    [  # statuses: the jobs' rows in summary.csv (None: no row, the job never started)
+        (
+            ["+outcome=ok,fail,interrupt,ok"],
+            143,
+            {"0": "ok", "1": "failed: Training diverged.", "2": "interrupted", "3": None},
+            "The sweep stopped early: job(s) 2 did not finish; Hydra cannot resume a sweep.",
+        ),
+        (
+            ["+outcome=kill", "hydra/launcher=joblib"],
+            1,
+            {"0": KILLED},
+            "The sweep stopped early: job(s) 0 did not finish",
+        ),
+        (
+            ["hparams_search=optuna", "+outcome=fail", "hydra.sweeper.n_trials=3"],
+            1,
+            dict.fromkeys("012", "failed: Training diverged."),
+            "3 job(s) of this sweep failed",
+        ),
+        (
+            ["hparams_search=optuna", "+outcome=interrupt", "hydra.sweeper.storage=sqlite:///optuna.db"],
+            143,
+            {"0": "interrupted", "1": None},
+            "The same command goes on with the study in sqlite:///optuna.db: 20 trials.",
+        ),
+    ],
+    ids=["interrupted", "joblib-worker-killed", "optuna-all-failed", "optuna-interrupted"],
+)
+def test_a_sweep_that_stops_still_writes_its_summary(
+    tmp_path: Path, args: list[str], code: int, statuses: dict[str, str | None], message: str
+) -> None:
+    """Hydra calls no callback then: an interrupted job's exit, a dead joblib worker, Optuna's error when no
+    trial completed (hydra-optuna-sweeper asks the study for its best trial)."""
+    if "hparams_search=optuna" in args:
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    if "hydra/launcher=joblib" in args:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
+    result = run_cli("fake_train", ["-m", *args, "task_name=debug", f"paths.log_dir={tmp_path}"], tmp_path)
+    assert result.returncode == code, result.stderr[-3000:]
+    assert message in result.stderr
+    assert "ckpt_path=" not in result.stdout + result.stderr  # no single run to resume
+    rows = {row["job"]: row["status"] for row in summary(tmp_path)}
+    assert {job: rows.get(job) for job in statuses} == statuses
 
 
 def test_the_joblib_launcher_composes() -> None:
@@ -162,7 +240,8 @@ def test_a_five_fold_sweep_summarizes_its_folds(tmp_path: Path, mnist_dir: Path)
     folds = [
         "data.folds=5",
         "data.fold=0,1,2,3,4",
-        "logger=none",
+        "seed=null",  # one seed drawn for the sweep: every fold partitions the data the same way
+        "logger=csv",
         "callbacks.prediction_images=null",
         "test=false",
     ]
@@ -172,6 +251,10 @@ def test_a_five_fold_sweep_summarizes_its_folds(tmp_path: Path, mnist_dir: Path)
         "mean",
         "std",
     ]
+    seeds = {
+        yaml.safe_load(Path(row["run_dir"], "csv", "hparams.yaml").read_text())["seed"] for row in rows[:5]
+    }
+    assert len(seeds) == 1 and isinstance(seeds.pop(), int)
     accuracies = [float(row["val/acc"]) for row in rows[:5]]
     assert float(rows[5]["val/acc"]) == pytest.approx(sum(accuracies) / 5)
     assert float(rows[6]["val/acc"]) > 0  # the folds differ

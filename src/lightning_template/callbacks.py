@@ -1,16 +1,19 @@
-"""PredictionImages: what the scalars cannot show, images with their predictions and confusion matrices."""
+"""What TensorBoard shows beyond scalars: images with their predictions, confusion matrices, HPARAMS."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from matplotlib import colormaps
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
@@ -39,10 +42,7 @@ def captioned_grid(
 
 
 def confusion_image(matrix: Tensor, names: Sequence[str]) -> Tensor:
-    """Counts of true classes (rows) against predicted ones (columns), shaded by each row's share.
-
-    Drawn with PIL, not matplotlib: 5 ms instead of 0.4 s, which would be most of a test pass.
-    """
+    """True classes (rows) against predicted ones, shaded; PIL takes 5 ms where matplotlib takes 0.4 s."""
     share, n = (matrix / matrix.sum(1, keepdim=True).clamp(min=1)).cpu(), len(matrix)
     cell = max(32, 6 * len(str(int(matrix.max()))) + 6)  # wide enough for the largest count
     left = max(6 * len(name) for name in [*names, "t\\p"]) + 8
@@ -145,3 +145,34 @@ class PredictionImages(L.Callback):
         if trainer.is_global_zero and wrong.any():
             grid = captioned_grid(images[wrong], preds[wrong], labels[wrong], self.names, confidences[wrong])
             self.tensorboard.experiment.add_image("test/mistakes", grid, trainer.global_step)
+
+
+# Metrics of TensorBoard's HPARAMS tab, by which the runs of a sweep are compared.
+HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as `a/b/c` keys with values TensorBoard's HPARAMS tab can show."""
+    if isinstance(node, Mapping):
+        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}/").items()}
+    name = prefix.rstrip("/")
+    if name.endswith("_target_"):
+        return {name: str(node).rpartition(".")[2]}
+    return {name: node if isinstance(node, (int, float, str, bool)) else str(node)}
+
+
+class LogHyperparameters(L.Callback):
+    """Sends `params` to every logger when fitting starts, so that a refused resume writes nothing."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = flatten(
+            OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else params
+        )
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.params)
+            if isinstance(logger, TensorBoardLogger):  # the values come from the scalars logged later
+                for summary in hparams(self.params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+                    logger.experiment.file_writer.add_summary(summary)

@@ -27,16 +27,32 @@ def user_error_in(exc: BaseException) -> UserError | None:
     return exc if isinstance(exc, UserError) else None
 
 
-def hide_library_noise() -> None:
-    """Filter the library notices that say nothing about this run; each line says why it is harmless."""
-    # TensorBoard's graph (logger.log_graph) can only trace with torch.jit.trace, which PyTorch deprecates.
-    warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
+# Library notices that say nothing about this run, each with why; the commands and the test suite ignore them.
+LIBRARY_NOISE = (
+    # TensorBoard's graph (log_graph) and TorchScript export trace with torch.jit, deprecated upstream, and
+    # the tracer reads torchmetrics' deprecated `update_called` property of every metric.
+    r"(`\S*(to_torchscript|torch\.jit)\S*` (is|has been) deprecated|This property will be removed in 2\.0\.0)",
     # Raised inside Lightning itself (utilities/_pytree.py) on recent PyTorch; nothing to change here.
-    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # Lightning's all_gather (the test mistakes under DDP) calls a PyTorch function that PyTorch deprecates.
-    warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
     # ckpt_path=... continues in the checkpoint's own run directory on purpose.
-    warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+    r"Checkpoint directory .* exists and is not empty",
+    # Printed on every machine with SLURM's client installed; the jobs that srun starts do not see it.
+    r"The `srun` command is available on your system but is not used",
+    # Nothing is logged per step (the training metrics are epoch values), so a short epoch loses nothing.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # The `sweep` extra: optuna 2 on SQLAlchemy 1.4, which it needs (SQLAlchemy 2 breaks its storage).
+    r"Deprecated API features detected! These feature\(s\) are not compatible with SQLAlchemy 2\.0",
+    # The `mlflow` extra: mlflow 2's pydantic models, deprecated by pydantic 2.12 on import.
+    r"(Using `@model_validator` with mode='after' on a classmethod|Support for class-based `config`) is deprecated",
+)
+
+
+def hide_library_noise() -> None:
+    """Filter the library notices that say nothing about this run (LIBRARY_NOISE)."""
+    for message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message)
     # Advertising for Lightning's cloud services, printed at every fit.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "💡 Tip" not in str(r.msg))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,14 +44,10 @@ def export_onnx(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor],
 
 def export_torchscript(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """Write raw pixels -> probabilities as TorchScript, for LibTorch; return the file as loaded back."""
-    with warnings.catch_warnings():
-        # Deprecated upstream, yet what LibTorch loads; tracing also reads torchmetrics' deprecated attributes.
-        warnings.filterwarnings("ignore", r"`\S*(to_torchscript|torch\.jit)\S*` (is|has been) deprecated")
-        warnings.filterwarnings("ignore", "This property will be removed", DeprecationWarning)
-        traced = model.to_torchscript(method="trace")
-        assert isinstance(traced, torch.jit.ScriptModule)  # one module, not a dict of them
-        torch.jit.save(torch.jit.script(nn.Sequential(traced, nn.Softmax(dim=1)).eval()), path)
-        return torch.jit.load(path)
+    traced = model.to_torchscript(method="trace")  # deprecated upstream, yet what LibTorch loads
+    assert isinstance(traced, torch.jit.ScriptModule)  # one module, not a dict of them
+    torch.jit.save(torch.jit.script(nn.Sequential(traced, nn.Softmax(dim=1)).eval()), path)
+    return torch.jit.load(path)
 
 
 def export(cfg: DictConfig) -> Path:

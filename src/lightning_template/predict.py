@@ -11,8 +11,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 from PIL import Image, ImageOps
-from rich.console import Console
-from rich.table import Table
 
 from lightning_template.checkpoints import load_checkpoint
 from lightning_template.data.image_folder import read_image
@@ -97,14 +95,12 @@ def predict(cfg: DictConfig) -> Path:
         writer.writerow(["path", "class", *(f"prob_{name}" for name in names), "error"])
         writer.writerows(rows)
 
-    table = Table("file", "class", "probability", "error", title="Predictions")
-    for file_name, name, *probs, error in rows[: cfg.table_rows]:
-        table.add_row(file_name, name, "" if error else probs[names.index(name)], error)
-    console = Console(markup=False)  # file names are no markup
-    console.print(table)
-    console.print(
-        f"Files: {len(rows)}, unreadable: {len(errors)}. All predictions: {csv_path}", soft_wrap=True
-    )
+    for file_name, name, *probs, error in rows[: cfg.table_rows]:  # the CSV holds them all
+        print(f"{file_name}  {error or f'{name} ({probs[names.index(name)]})'}")
+    print(f"Files: {len(rows)}, unreadable: {len(errors)}. All predictions: {csv_path}")
+    if not images:
+        reason = next(iter(errors.values()))
+        raise UserError(f"inputs={cfg.inputs}: no file could be read as an image ({reason}); see {csv_path}.")
     return csv_path
 
 

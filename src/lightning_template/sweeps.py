@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import statistics
@@ -14,29 +15,55 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+KILLED = "failed: no metrics.json (killed or crashed)"  # the status of a job that ended without a word
+
 
 def job_row(job: Path) -> dict[str, Any]:
-    """A job's overrides, status (`ok`, or `failed: <first line of its message>`), final metrics and directory."""
-    error, metrics = job / "error.txt", job / "metrics.json"
-    reason = error.read_text().splitlines()[0] if error.is_file() else None
-    status = "ok" if metrics.is_file() and reason is None else f"failed: {reason or 'no metrics.json'}"
+    """A job's overrides, status (by the file it left: error.txt, metrics.json, interrupted.txt), metrics."""
+    status = KILLED
+    if (job / "error.txt").is_file():
+        status = "failed: " + (job / "error.txt").read_text().partition("\n")[0]
+    elif (job / "metrics.json").is_file():  # also after an interrupted.txt: a requeued job that finished
+        status = "ok"
+    elif (job / "interrupted.txt").is_file():
+        status = "interrupted"
     overrides = " ".join(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-    values = json.loads(metrics.read_text()) if status == "ok" else {}
+    values = json.loads((job / "metrics.json").read_text()) if status == "ok" else {}
     return {"job": job.name, "overrides": overrides, "status": status, **values, "run_dir": str(job)}
 
 
+def resume_hint(config: DictConfig, jobs: list[str]) -> str:
+    """Hydra cannot resume a sweep; an Optuna study kept in a storage goes on with the same command."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("storage"):
+        return f"The same command goes on with the study in {sweeper.storage}: {sweeper.n_trials} trials."
+    return f"The sweep stopped early: job(s) {', '.join(jobs)} did not finish; Hydra cannot resume a sweep."
+
+
 class SweepSummary(Callback):
-    """Hydra callback: one row per job, best first by `optimized_metric`, then each metric's mean and
-    standard deviation over the jobs that finished (k-fold: across folds). A failed job makes the
-    sweep exit with code 1."""
+    """One row per job, best first, then each metric's mean and std (k-fold: across folds); 1 on failures."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra calls no callback when the sweep itself stops (an interrupted job's SystemExit, a killed
+        # joblib worker, an Optuna error): the summary is then written as Python exits, with its exit code.
+        atexit.register(self.summarize, config, stopped=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self.summarize)
+        if self.summarize(config):
+            sys.exit(1)
+
+    def summarize(self, config: DictConfig, stopped: bool = False) -> bool:
+        """Write and print summary.csv, name failed jobs, tell how to resume; whether a job did not finish."""
         sweep = Path(config.hydra.sweep.dir)
+        if not sweep.is_dir():  # the sweep stopped before its first job
+            return False
         rows = [job_row(path.parent) for path in sweep.glob("*/.hydra")]
         ok = [row for row in rows if row["status"] == "ok"]
         key, descending = config.get("optimized_metric"), config.hydra.sweeper.get("direction") != "minimize"
         ok.sort(key=lambda row: row.get(key, float("nan")), reverse=descending)
-        failed = sorted((row for row in rows if row["status"] != "ok"), key=lambda row: row["job"])
+        others = [row for row in rows if row["status"] != "ok"]
+        others.sort(key=lambda row: (len(row["job"]), row["job"]))  # job 2 before job 10
         metrics = sorted({name for row in ok for name in row} - {"job", "overrides", "status", "run_dir"})
         spread: list[dict[str, Any]] = [{"job": "mean"}, {"job": "std"}]
         for name in metrics:
@@ -46,15 +73,17 @@ class SweepSummary(Callback):
         with (sweep / "summary.csv").open("w", newline="") as file:
             writer = csv.DictWriter(file, ["job", "overrides", "status", *metrics, "run_dir"])
             writer.writeheader()
-            writer.writerows([*ok, *failed, *spread])
+            writer.writerows([*ok, *others, *spread])
         table = Table("job", "overrides", "status", key, title=f"Sweep summary: {sweep / 'summary.csv'}")
         shared = set.intersection(*(set(row["overrides"].split()) for row in rows)) if rows else set()
-        for row in [*ok, *failed, *spread]:  # the table shows the overrides that tell the jobs apart
+        for row in [*ok, *others, *spread]:  # the table shows the overrides that tell the jobs apart
             varying = " ".join(o for o in row.get("overrides", "").split() if o not in shared)
             table.add_row(row["job"], varying, row.get("status", ""), f"{row[key]:.4f}" if key in row else "")
         Console().print(table)
-        if failed:
-            jobs = ", ".join(row["run_dir"] for row in failed)
-            message = f"Error: {len(failed)} job(s) of this sweep failed ({jobs}); see their error.txt."
-            print(message, file=sys.stderr)
-            sys.exit(1)
+        failed = [row["run_dir"] for row in others if row["status"] != "interrupted"]
+        unfinished = [row["job"] for row in others if row["status"] in ("interrupted", KILLED)]
+        if failed:  # a job without error.txt was killed or crashed
+            print(f"Error: {len(failed)} job(s) of this sweep failed ({', '.join(failed)}).", file=sys.stderr)
+        if stopped and unfinished:
+            print(resume_hint(config, unfinished), file=sys.stderr)
+        return bool(others)

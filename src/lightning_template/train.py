@@ -24,9 +24,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from rich.console import Console
-from rich.syntax import Syntax
-from rich.table import Table
 
 from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights
 from lightning_template.errors import UserError, hide_library_noise, report_user_errors
@@ -38,20 +35,16 @@ OmegaConf.register_new_resolver("if_gpu", lambda accelerator, gpu, cpu: gpu if a
 
 @rank_zero_only
 def print_config(cfg: DictConfig) -> None:
-    """The composed config, as a YAML tree, when the run starts: the log shows what ran."""
-    Console().print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml", background_color="default"))
+    """The composed config when the run starts, in whole lines: the log shows what ran."""
+    print(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 @rank_zero_only
 def print_summary(title: str, metrics: Mapping[str, float], places: Mapping[str, str]) -> None:
     """The run's final numbers, then where it was written and how to look at it."""
-    table = Table("metric", "value", title=title, title_justify="left")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
-    console = Console()
-    console.print(table)
-    for name, place in places.items():
-        console.print(f"[bold]{name}:[/bold] {place}", soft_wrap=True)
+    width = max(map(len, metrics), default=0)
+    print(title, *(f"  {name:<{width}}  {value:.4f}" for name, value in metrics.items()), sep="\n")
+    print(*(f"{name}: {place}" for name, place in places.items()), sep="\n")
 
 
 def command(module: str, *args: str) -> str:
@@ -84,7 +77,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
 
 
 def run_seed(cfg: DictConfig) -> int:
-    """`seed`, or for seed=null a drawn one, shared by a sweep's jobs (k-fold: one partition) and DDP processes."""
+    """`seed`, or for seed=null one drawn, shared by a sweep's jobs (k-fold: one split) and DDP processes."""
     if cfg.get("seed") is not None:
         return cfg.seed
     if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything in the process that started this one
@@ -142,9 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("print_config"):
         print_config(cfg)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
-    batches = len(datamodule.train_dataloader())  # a small dataset logs at least once per epoch
-    log_every_n_steps = min(cfg.trainer.get("log_every_n_steps", 50), batches)
-    trainer = build_trainer(cfg, callbacks=callbacks, log_every_n_steps=log_every_n_steps)
+    trainer = build_trainer(cfg, callbacks=callbacks)
     best, testing = "", False
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -194,8 +185,7 @@ def one_sweep_job() -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Command-line entry point; returns `optimized_metric` to Hydra's sweepers (None if the job failed,
-    which Optuna records as a failed trial)."""
+    """Command-line entry point; `optimized_metric` for Hydra's sweepers, None if the job failed."""
     hide_library_noise()
     metrics: dict[str, float] = {}
     with one_sweep_job(), report_user_errors():

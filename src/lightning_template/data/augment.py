@@ -11,11 +11,8 @@ from lightning_template.errors import UserError
 
 
 class RandomWarp:
-    """A random rotation, shift and zoom per image, plus an optional elastic distortion; all 0 = off.
-
-    torchvision's v2 transforms draw one set of parameters per call, so a batch would share one warp;
-    here each image gets its own, in two batched ops (affine_grid and grid_sample) on the batch's device.
-    """
+    """A random rotation, shift, zoom and elastic distortion per image (all 0 = off). torchvision's v2
+    transforms draw one warp per call, for the whole batch; here each image gets its own, on the device."""
 
     def __init__(
         self,
@@ -51,11 +48,8 @@ class RandomWarp:
         return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
     def elastic_field(self, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Smooth random displacements of up to elastic_alpha pixels (Simard et al., 2003).
-
-        Random offsets at control points about 2 * elastic_sigma pixels apart, spread over the image by
-        Gaussian weights: Gaussian-smoothed noise from two small matrix products instead of a convolution.
-        """
+        """Smooth displacements of up to elastic_alpha pixels (Simard et al., 2003): offsets at control points
+        2 * elastic_sigma apart, spread by Gaussian weights in two small matrix products, not a convolution."""
         points = max(2, round(max(h, w) / (2 * self.elastic_sigma)) + 1)
         coarse = torch.rand(b, 2, points, points, device=device) * 2 - 1
         field = self.spread(h, points, device) @ coarse @ self.spread(w, points, device).T  # (b, 2, h, w)

@@ -75,8 +75,7 @@ def fit_standardization(images: torch.Tensor, normalize: str) -> tuple[torch.Ten
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """A seeded validation split, the standardization of the training split, fast batches, augmentation;
-    a source (MNISTDataModule, ImageFolderDataModule) implements `load()`, which sets `classes`."""
+    """Splits, standardization, batches and augmentation shared by every source, which implements `load()`."""
 
     classes: list[str]  # one name per label, in label order
     input_shape: list[int]  # (C, H, W) of one image, set by setup(): the network is built for it
@@ -129,9 +128,7 @@ class InMemoryDataModule(L.LightningDataModule):
                 data.tensors = tuple(tensor.to(device) for tensor in data.tensors)
 
     def loader(self, data: InMemoryDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        """Each process gets its own shard. The training order depends only on seed and epoch (Lightning
-        calls set_epoch), so a resumed run shuffles like an uninterrupted one; evaluation counts every
-        image once, also when the processes do not divide the set."""
+        """A shard per process, in an order set by seed and epoch only (a resumed run shuffles the same)."""
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler_class = DistributedSampler if shuffle else UnrepeatedDistributedSampler
         return DataLoader(

@@ -26,8 +26,7 @@ def read_image(path: str | Path, size: Sequence[int], grayscale: bool | None = N
 
 
 class ImageFolderDataModule(InMemoryDataModule):
-    """Images of any format and size, resized to `image_size`, in memory as uint8 (C, H, W): one channel if
-    grayscale, three if colour. The class names are the folder names."""
+    """Any images PIL reads, resized to `image_size` as uint8, one channel or three; folders name classes."""
 
     def __init__(
         self, root: str | Path, image_size: Sequence[int] = (32, 32), test_split: float = 0.2, **kwargs: Any

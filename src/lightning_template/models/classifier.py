@@ -36,11 +36,8 @@ def build_network(config: Mapping[str, Any], input_shape: Sequence[int], num_cla
 
 
 class ClassifierModule(L.LightningModule):
-    """Standardization, cross-entropy, accuracy and optimizer wiring around any network.
-
-    The checkpoint holds the network's config (never pickled code) and the standardization statistics
-    as buffers, so `load_from_checkpoint(path, weights_only=True)` alone turns raw pixels into logits.
-    """
+    """Loss, metrics and optimizer around any network. Its checkpoint holds the network's config (no pickled
+    code) and the standardization as buffers: loaded with weights_only=True, it turns raw pixels into logits."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -162,8 +159,7 @@ class ClassifierModule(L.LightningModule):
 
 
 def resume_schedule(checkpoint: dict[str, Any], max_epochs: int | None) -> None:
-    """A run resumed with another trainer.max_epochs: a cosine schedule anneals from the current rate to its
-    eta_min over the epochs after the checkpoint's (checkpoints.check_resume refused the unstretchable)."""
+    """Resumed with another trainer.max_epochs, cosine anneals from the current rate over the epochs left."""
     state = checkpoint["lr_schedulers"][0]
     if max_epochs is not None and checkpoint.get("max_epochs", max_epochs) != max_epochs and "T_max" in state:
         rates = [group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"]]
