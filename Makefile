@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test test-fast test-slurm bench lint typecheck format rename clean
+.PHONY: help install train eval test test-fast test-slurm test-gpu gpu-report bench lint typecheck format rename clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ test-fast: $(INSTALLED)  ## only the fast tests
 test-slurm: $(INSTALLED)  ## the SLURM tests on a one-node cluster started here (root; apt packages slurmctld slurmd munge)
 	scripts/slurm_local.sh up
 	$(BIN)/python -m pytest -m slurm tests/test_slurm.py $(ARGS); status=$$?; scripts/slurm_local.sh down; exit $$status
+
+test-gpu: $(INSTALLED)  ## the GPU tests (tests/test_gpu.py): trainer=gpu, bf16-mixed, data on the GPU, DDP on 2 GPUs
+	$(BIN)/python -m pytest -m gpu tests/test_gpu.py $(ARGS)
+
+gpu-report: $(INSTALLED)  ## on a GPU: make bench rows and mlp_best's accuracy, appended to docs/performance.md
+	$(BIN)/python scripts/gpu_report.py $(ARGS)
 
 bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -40,6 +40,8 @@ LIBRARY_NOISE = (
     r"Checkpoint directory .* exists and is not empty",
     # Printed on every machine with SLURM's client installed; the jobs that srun starts do not see it.
     r"The `srun` command is available on your system but is not used",
+    # debug=overfit: Lightning swaps the sampler for a sequential one, as overfitting a few batches needs.
+    r"You requested to overfit but enabled (train|val) dataloader shuffling",
     # Nothing is logged per step (the training metrics are epoch values), so a short epoch loses nothing.
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # The `sweep` extra: optuna 2 on SQLAlchemy 1.4, which it needs (SQLAlchemy 2 breaks its storage).

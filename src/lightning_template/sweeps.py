@@ -44,8 +44,7 @@ class SweepSummary(Callback):
     """One row per job, best first, then each metric's mean and std (k-fold: across folds); 1 on failures."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra calls no callback when the sweep itself stops (an interrupted job's SystemExit, a killed
-        # joblib worker, an Optuna error): the summary is then written as Python exits, with its exit code.
+        # Hydra calls no callback when a sweep stops early (a job's SystemExit, a dead worker): write at exit.
         atexit.register(self.summarize, config, stopped=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -163,8 +163,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @contextmanager
 def one_sweep_job() -> Iterator[None]:
-    """Make Lightning's extra DDP processes run this job only (it starts them by running `sys.argv` again
-    with `hydra.run.dir`: inside `-m`, the whole sweep), and clear the environment its launcher leaves."""
+    """Lightning's extra DDP processes re-run `sys.argv`, inside `-m` the whole sweep: make it this job only."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         yield
