@@ -137,7 +137,7 @@ def module_pattern(old: Names) -> str:
     """Where the module name is code, not prose or a variable (a package may be named after a common word)."""
     m, parts = re.escape(old.module), "|".join(map(re.escape, old.submodules))
     return (
-        rf"(?<![\w.-]){m}(?=\.(?:{parts})\b|\s+import\b)"  # pkg.train, pkg://pkg.conf, from pkg import
+        rf"(?<![\w.-]){m}(?=\\?\.(?:{parts})\b|\s+import\b)"  # pkg.train, pkg\.train (a regex), from pkg import
         rf"|(?<=src/){m}(?![\w-])"  # src/pkg/ (other folders may share the name)
         rf"|(?<=import ){m}(?![\w.-])|(?<=-m ){m}(?![\w.-])"  # import pkg, python -m pkg
         rf"|(?<=[\"'`]){m}(?=[\"'`])"  # "pkg", `pkg`

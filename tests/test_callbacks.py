@@ -25,7 +25,8 @@ QUIET = [*FAST, "callbacks.progress_bar=null"]  # FAST turns the progress bar of
 def test_tensorboard_shows_predictions_mistakes_confusion_matrices_and_graph(
     make_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    train(make_cfg("train", [*QUIET, "trainer.max_epochs=2", "++trainer.num_sanity_val_steps=1"]))
+    graph = "logger.tensorboard.log_graph=true"
+    train(make_cfg("train", [*QUIET, graph, "trainer.max_epochs=2", "++trainer.num_sanity_val_steps=1"]))
 
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()

@@ -20,6 +20,7 @@ from lightning_template.data.augment import RandomWarp
 from lightning_template.data.datamodule import fit_standardization, split_size
 from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
+from lightning_template.eval import evaluate
 from lightning_template.train import train
 
 from tests.conftest import FAST, REPO, run_cli
@@ -150,8 +151,12 @@ def test_fashion_mnist_files_train_end_to_end(make_cfg: Callable[..., DictConfig
     cfg = make_cfg(
         "train", [*FAST, "data=fashion_mnist", "data.val_split=0.1", f"paths.data_dir={tmp_path / 'fashion'}"]
     )
-    metrics = train(cfg)
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    metrics = train(cfg)  # eval takes the data config, Fashion-MNIST, from the checkpoint
+    best = next((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    evaluated = evaluate(
+        make_cfg("eval", [f"ckpt_path={best}", "logger=none", "++trainer.limit_test_batches=2"])
+    )
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-7)
 
 
 def test_missing_files_offline_say_where_to_put_them(tmp_path: Path) -> None:

@@ -190,16 +190,17 @@ def test_a_renamed_project_can_be_renamed_again(small_project: Path) -> None:
 def test_this_repository_is_planned_completely() -> None:
     """The rename's view of the real project: its commands, and no code reference left after rewriting."""
     script = load_script()
-    old, new = script.plan(REPO, "my_project")
-    assert old.module == CURRENT and new.distribution == "my-project"
+    target = "my_project" if CURRENT != "my_project" else "other_project"  # also in a copy renamed so
+    old, new = script.plan(REPO, target)
+    assert old.module == CURRENT and new.module == target
     pyproject = (REPO / "pyproject.toml").read_text()
     commands = re.findall(rf'^([\w-]+) = "{CURRENT}\.(\w+):main"', pyproject, flags=re.M)
     assert commands, "pyproject.toml lists no console scripts"
-    assert old.scripts == {command: f"my-project-{module}" for command, module in commands}
+    assert old.scripts == {command: f"{new.distribution}-{module}" for command, module in commands}
     assert {"train", "eval", "conf", "models", "data"} <= set(old.submodules)
 
     code_reference = re.compile(
-        rf"(?:import|from|-m) {CURRENT}\b|\b{CURRENT}\.(?:{'|'.join(old.submodules)})\b|src/{CURRENT}\b"
+        rf"(?:import|from|-m) {CURRENT}\b|\b{CURRENT}(?:\\)?\.(?:{'|'.join(old.submodules)})\b|src/{CURRENT}\b"
         rf'|"{CURRENT}"|"{re.escape(old.distribution)}[\["]'
     )
     for path in project_files(REPO):
