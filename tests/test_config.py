@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_template.errors import UserError
 from lightning_template.train import build_trainer, train
 
 from tests.conftest import FAST, REPO
@@ -44,3 +46,8 @@ def test_every_option_composes_builds_and_trains(
             )
     elif option not in NEEDS_A_GPU:
         build_trainer(cfg)
+    elif not torch.cuda.is_available():
+        with pytest.raises(
+            UserError, match=r"trainer\.accelerator=gpu \(trainer=gpu, ddp\): no CUDA GPU is visible"
+        ):
+            build_trainer(cfg)

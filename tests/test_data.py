@@ -184,8 +184,11 @@ def test_k_fold_validation_sets_are_disjoint_cover_the_training_set_and_follow_t
     again = MNISTDataModule(data_dir=mnist_dir, folds=5, fold=4, seed=3)
     again.setup("fit")
     assert torch.equal(again.data_val.tensors[0], val_images)
-    with pytest.raises(UserError, match=r"data\.folds must be >= 2 and data\.fold in \[0, data\.folds\)"):
-        MNISTDataModule(data_dir=mnist_dir, folds=5, fold=5).setup("fit")
+    for folds, fold in ((5, 5), (None, 3), (0, 0)):  # never silently no k-fold: data.fold alone, data.folds=0
+        with pytest.raises(UserError, match=rf"data\.folds must be >= 2 .* got {folds} and {fold}\."):
+            MNISTDataModule(data_dir=mnist_dir, folds=folds, fold=fold)
+    with pytest.raises(UserError, match=r"data\.folds=60001 is more than the 60000 training images"):
+        MNISTDataModule(data_dir=mnist_dir, folds=60001).setup("fit")  # a fold would be empty
 
 
 def fresh_data(data_dir: Path) -> Path:

@@ -64,6 +64,10 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
         raise UserError(
             f"trainer.max_epochs must be a whole number >= 1 (or -1: no limit), got {max_epochs!r}."
         )
+    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
+        raise UserError(
+            "trainer.accelerator=gpu (trainer=gpu, ddp): no CUDA GPU is visible; use trainer=cpu or ddp_cpu."
+        )
     try:
         loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values() if logger]
     except InstantiationException as exc:  # logger=mlflow or wandb without its package

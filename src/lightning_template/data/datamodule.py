@@ -34,23 +34,17 @@ def split_size(split: float, total: int, key: str) -> int:
     return size
 
 
-def random_split(data: Images, split: float, key: str, seed: int) -> tuple[Images, Images]:
-    """A seeded split of images and labels: (the rest, the split-off part)."""
+def random_split(
+    data: Images, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
+) -> tuple[Images, Images]:
+    """A seeded split of images and labels into (the rest, a part): `split` of them (a fraction or a count),
+    or with `folds`, part number `fold` of that many (k-fold cross-validation)."""
     order = torch.randperm(len(data[1]), generator=torch.Generator().manual_seed(seed))
-    size = split_size(split, len(order), key)
-    part, rest = order[:size], order[size:]
+    if folds and folds > len(order):  # or a fold would be empty
+        raise UserError(f"data.folds={folds} is more than the {len(order)} training images to split.")
+    part = order.tensor_split(folds)[fold] if folds else order[: split_size(split, len(order), key)]
+    rest = order[~torch.isin(order, part)]  # in the order drawn
     return (data[0][rest], data[1][rest]), (data[0][part], data[1][part])
-
-
-def fold_split(data: Images, folds: int, fold: int, seed: int) -> tuple[Images, Images]:
-    """k-fold cross-validation: (the other folds, fold number `fold`) of a seeded partition into `folds`."""
-    if type(folds) is not int or type(fold) is not int or not 0 <= fold < folds or folds < 2:
-        raise UserError(
-            f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
-        )
-    parts = torch.randperm(len(data[1]), generator=torch.Generator().manual_seed(seed)).tensor_split(folds)
-    rest = torch.cat([part for number, part in enumerate(parts) if number != fold])
-    return (data[0][rest], data[1][rest]), (data[0][parts[fold]], data[1][parts[fold]])
 
 
 def fit_standardization(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +94,11 @@ class InMemoryDataModule(L.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{key} must be a positive integer, got {value!r}.")
+        valid_folds = type(folds) is int and type(fold) is int and folds >= 2 and 0 <= fold < folds
+        if (folds is not None or fold) and not valid_folds:  # data.fold alone, or data.folds=0, is no k-fold
+            raise UserError(
+                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
+            )
         self.val_split, self.batch_size, self.eval_batch_size = val_split, batch_size, eval_batch_size
         self.folds, self.fold = folds, fold
         self.normalize, self.augment, self.seed = normalize, augment or RandomWarp(), seed
@@ -113,10 +112,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.data_train is None:
             train, test = self.load()
-            if self.folds:
-                fit, val = fold_split(train, self.folds, self.fold, self.seed)
-            else:
-                fit, val = random_split(train, self.val_split, "data.val_split", self.seed)
+            fit, val = random_split(train, self.val_split, "data.val_split", self.seed, self.folds, self.fold)
             self.data_train, self.data_val, self.data_test = (
                 InMemoryDataset(*part) for part in (fit, val, test)
             )
