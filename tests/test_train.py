@@ -332,7 +332,9 @@ def test_this_machines_settings_come_from_an_optional_git_ignored_file(tmp_path:
     shutil.copytree(Path(__file__).resolve().parents[1] / "conf", conf)
     with initialize_config_dir(str(conf), version_base="1.3"):
         assert compose("train").paths.log_dir.endswith("/logs")  # no local file: the defaults
-    (conf / "local" / "default.yaml").write_text("paths:\n  log_dir: /scratch/runs\n")  # no package line needed
+    (conf / "local" / "default.yaml").write_text(
+        "paths:\n  log_dir: /scratch/runs\n"
+    )  # no package line needed
     with initialize_config_dir(str(conf), version_base="1.3"):
         assert compose("train").paths.log_dir == "/scratch/runs"
         assert compose("train", ["paths.log_dir=here"]).paths.log_dir == "here"  # the command line still wins
