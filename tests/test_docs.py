@@ -76,3 +76,26 @@ def test_every_documented_command_is_checked(doc: str, command: str, comment: st
             compose(config, [override for override in overrides if override], return_hydra_config=True)
     else:
         assert any(command.startswith(prefix) for prefix in OTHERS), f"{doc}: `{command}` is not checked"
+
+
+# Messages troubleshooting.md quotes that come from other tools, not from src/.
+NOT_OURS = ("is not in struct", "zsh: no matches found", "You're resuming from a checkpoint")
+
+
+def test_the_messages_troubleshooting_quotes_are_the_ones_the_code_prints() -> None:
+    code = "".join(path.read_text() for path in (REPO / "src").rglob("*.py"))
+    rows = re.findall(r"^\| [^|]*?`([^`]+)`", (REPO / "docs" / "troubleshooting.md").read_text(), flags=re.M)
+    for quoted in (row for row in rows if not any(part in row for part in NOT_OURS)):
+        # The words between the values (`key=...`, paths, <placeholders>, N) are the code's literal text.
+        runs = re.split(r"\S*(?:=|/|\.\.\.|<[^>]*>|\bN\b)\S*", quoted)
+        assert max(runs, key=len).strip() in code, (
+            f"troubleshooting.md quotes `{quoted}`, which no code prints"
+        )
+
+
+def test_the_line_counts_the_readme_gives_are_the_files_lengths() -> None:
+    for name, lines in re.findall(
+        r"`([\w/.]+\.(?:py|yaml))` \((\d+) lines", (REPO / "README.md").read_text()
+    ):
+        (path,) = [REPO / name] if (REPO / name).is_file() else (REPO / "src").rglob(name)
+        assert len(path.read_text().splitlines()) == int(lines), f"README: {name} has other lines"
