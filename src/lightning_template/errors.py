@@ -30,7 +30,7 @@ def user_error_in(exc: BaseException) -> UserError | None:
 # Library notices that say nothing about this run, each with why; the commands and the test suite ignore them.
 LIBRARY_NOISE = (
     # TensorBoard's graph (log_graph) and TorchScript export trace with torch.jit, deprecated upstream, and
-    # the tracer reads torchmetrics' deprecated `update_called` property of every metric.
+    # the tracer reads every metric's `_update_called`, which torchmetrics deprecates.
     r"(`\S*(to_torchscript|torch\.jit)\S*` (is|has been) deprecated|This property will be removed in 2\.0\.0)",
     # Raised inside Lightning itself (utilities/_pytree.py) on recent PyTorch; nothing to change here.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
@@ -47,7 +47,7 @@ LIBRARY_NOISE = (
     # The `sweep` extra: optuna 2 on SQLAlchemy 1.4, which it needs (SQLAlchemy 2 breaks its storage).
     r"Deprecated API features detected! These feature\(s\) are not compatible with SQLAlchemy 2\.0",
     # The `mlflow` extra: mlflow 2's pydantic models, deprecated by pydantic 2.12 on import.
-    r"(Using `@model_validator` with mode='after' on a classmethod|Support for class-based `config`) is deprecated",
+    r"(Using `@model_validator` .* on a classmethod|Support for class-based `config`) is deprecated",
 )
 
 
