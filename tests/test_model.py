@@ -79,7 +79,7 @@ def test_bad_checkpoints_get_one_paragraph(tmp_path: Path) -> None:
     ):
         with pytest.raises(UserError, match=message):
             load_checkpoint(tmp_path / name)
-    with pytest.raises(UserError, match="No checkpoint given"):
+    with pytest.raises(UserError, match=r"ckpt_path=None is not a file: pass ckpt_path=<run dir>"):
         load_checkpoint(None)
 
 

@@ -164,7 +164,7 @@ with mock.patch.object(train, "train", fake_train):
             ["+outcome=ok,fail,interrupt,ok"],
             143,
             {"0": "ok", "1": "failed: Training diverged.", "2": "interrupted", "3": None},
-            "The sweep stopped early: job(s) 2 did not finish; Hydra cannot resume a sweep.",
+            "The sweep stopped early: job(s) 2 did not finish; Hydra cannot resume it.",
         ),
         (
             ["+outcome=kill", "hydra/launcher=joblib"],

@@ -17,11 +17,13 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_dir, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_template import errors
 from lightning_template.checkpoints import AtomicCheckpointIO, find_checkpoint
 from lightning_template.errors import UserError, user_error_in
 from lightning_template.eval import evaluate
@@ -148,8 +150,8 @@ def test_an_interrupted_run_saves_a_checkpoint_that_resumes_it(
 @pytest.mark.parametrize(
     ("how", "phase", "code", "says"),
     [
-        ("ctrl-c", "sanity check", 130, "while fitting (epoch 0). No checkpoint of this run was saved yet"),
-        ("sigterm", "validation", 143, "while fitting (epoch 0). No checkpoint of this run was saved yet"),
+        ("ctrl-c", "sanity check", 130, "while fitting. No checkpoint of this run was saved yet"),
+        ("sigterm", "validation", 143, "while fitting. No checkpoint of this run was saved yet"),
         ("sigterm", "test", 143, "while testing. Training had finished; test with "),
     ],
 )
@@ -342,3 +344,20 @@ def test_this_machines_settings_come_from_an_optional_git_ignored_file(tmp_path:
         ["git", "check-ignore", "-q", "conf/local/default.yaml"], cwd=Path(__file__).parents[1]
     )
     assert ignored.returncode == 0
+
+
+def test_a_key_that_only_this_machines_settings_have_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = tmp_path / "local" / "default.yaml"
+    local.parent.mkdir()
+    local.write_text("paths:\n  log_dirr: /scratch/runs\n")  # misspelt: it would change nothing
+    monkeypatch.setattr(errors, "files", lambda package: tmp_path)  # in place of the package's conf/
+    with initialize_config_module("lightning_template.conf", version_base="1.3"):
+        HydraConfig().set_config(compose("train", return_hydra_config=True))
+        with pytest.raises(
+            UserError, match=r"conf/local/default\.yaml sets paths\.log_dirr, which no config has"
+        ):
+            errors.check_local_settings()
+        local.write_text("paths:\n  log_dir: /scratch/runs\ntrainer:\n  accelerator: cpu\n")
+        errors.check_local_settings()  # keys that exist pass

@@ -147,10 +147,6 @@ class PredictionImages(L.Callback):
             self.tensorboard.experiment.add_image("test/mistakes", grid, trainer.global_step)
 
 
-# Metrics of TensorBoard's HPARAMS tab, by which the runs of a sweep are compared.
-HPARAM_METRICS = ("hp_metric", "val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
-
-
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """Nested settings as `a/b/c` keys with values TensorBoard's HPARAMS tab can show."""
     if isinstance(node, Mapping):
@@ -164,15 +160,16 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 class LogHyperparameters(L.Callback):
     """Sends `params` to every logger when fitting starts, so that a refused resume writes nothing."""
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], metrics: Sequence[str]) -> None:
         self.params = flatten(
             OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else params
         )
+        self.metrics = dict.fromkeys(metrics, 0.0)  # the columns of the HPARAMS table
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:
             logger.log_hyperparams(self.params)
             if isinstance(logger, TensorBoardLogger):  # the values come from the scalars logged later
-                for summary in hparams(self.params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+                for summary in hparams(self.params, self.metrics):
                     logger.experiment.file_writer.add_summary(summary)

@@ -22,11 +22,9 @@ log = logging.getLogger(__name__)
 
 def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> ClassifierModule:
     """The model of a checkpoint written by train (weights_only: no code runs), or why it cannot be."""
-    if not ckpt_path:
-        raise UserError(f"No checkpoint given: pass {key}=<run dir>/checkpoints/<file>.ckpt.")
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise UserError(f"{key}={ckpt_path} is not a file: pass a .ckpt from a run's checkpoints/ folder.")
+    path = Path(ckpt_path or "")
+    if not ckpt_path or not path.is_file():
+        raise UserError(f"{key}={ckpt_path} is not a file: pass {key}=<run dir>/checkpoints/<file>.ckpt.")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{key}={path} is damaged or not a PyTorch checkpoint (not a torch.save zip file).")
     try:
@@ -56,8 +54,9 @@ def init_weights(model: ClassifierModule, ckpt_path: str) -> None:
     log.info("init_from=%s: %d tensors loaded; skipped (other shapes): %s", ckpt_path, len(found), skipped)
 
 
-def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> None:
-    """Refuse, before anything is written, another network or a schedule that cannot be stretched."""
+def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> str | None:
+    """Refuse, before anything is written, another network or a schedule that cannot be stretched; then the
+    run directory that the resumed run continues in."""
     saved_net = load_checkpoint(ckpt_path).hparams["net"]
     if saved_net != model.hparams["net"]:
         raise UserError(
@@ -65,14 +64,14 @@ def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> N
             f"model settings it was trained with ({saved_net})."
         )
     before = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("max_epochs", max_epochs)
-    factory = (model.scheduler or {}).get("scheduler")
-    kind = getattr(factory, "func", factory)  # the class of a partial
+    kind = getattr((model.scheduler or {}).get("scheduler"), "func", None)  # the class of the partial
     if before != max_epochs and kind is not None and not issubclass(kind, STRETCHABLE):
         raise UserError(
             f"trainer.max_epochs={max_epochs}: ckpt_path={ckpt_path} follows a {before}-epoch {kind.__name__} "
             f"schedule, which cannot be stretched. Resume with trainer.max_epochs={before}, or start a new run "
             "with a fresh schedule from its weights: init_from=<the .ckpt> instead of ckpt_path."
         )
+    return str(ckpt_path.parent.parent) if ckpt_path.parent.name == "checkpoints" else None
 
 
 def find_checkpoint(ckpt_path: str | None, task_dir: str) -> Path | None:

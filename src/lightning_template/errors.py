@@ -7,11 +7,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +49,41 @@ LIBRARY_NOISE = (
     r"You requested to overfit but enabled (train|val) dataloader shuffling",
     # Nothing is logged per step (the training metrics are epoch values), so a short epoch loses nothing.
     r"The number of training batches \(\d+\) is smaller than the logging interval",
-    # The `sweep` extra: optuna 2 on SQLAlchemy 1.4, which it needs (SQLAlchemy 2 breaks its storage).
-    r"Deprecated API features detected! These feature\(s\) are not compatible with SQLAlchemy 2\.0",
-    # The `mlflow` extra: mlflow 2's pydantic models, deprecated by pydantic 2.12 on import.
-    r"(Using `@model_validator` .* on a classmethod|Support for class-based `config`) is deprecated",
+    # The `sweep` and `mlflow` extras pin optuna 2 (on SQLAlchemy 1.4) and mlflow 2 (on old pydantic APIs).
+    r"(Deprecated API features detected!|Using `@model_validator` .* on a classmethod|Support for class-based)",
 )
 
 
-def hide_library_noise() -> None:
-    """Filter the library notices that say nothing about this run (LIBRARY_NOISE)."""
-    for message in LIBRARY_NOISE:
-        warnings.filterwarnings("ignore", message)
-    # Advertising for Lightning's cloud services, printed at every fit.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "💡 Tip" not in str(r.msg))
+def check_local_settings() -> None:
+    """A key that only conf/local/default.yaml has is misspelt, and would change nothing: refuse it."""
+    local = files("lightning_template.conf") / "local" / "default.yaml"
+    if not local.is_file() or not GlobalHydra.instance().is_initialized():
+        return
+    hydra = HydraConfig.get()
+    without = [*hydra.overrides.task, "~local@_global_"]  # the same command without this machine's settings
+    others = compose(hydra.job.config_name, without, return_hydra_config=True)
+    try:
+        OmegaConf.merge(others, OmegaConf.load(str(local)))  # a composed config refuses new keys
+    except ConfigKeyError as exc:
+        raise UserError(f"conf/local/default.yaml sets {exc.full_key}, which no config has.") from exc
 
 
 @contextmanager
 def report_user_errors() -> Iterator[None]:
-    """Print a UserError as one paragraph and exit 2; inside a `-m` sweep, record it and let the sweep go on."""
+    """Every command's frame: no library noise, conf/local checked, a UserError as one paragraph and exit 2."""
+    for message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message)
+    # Advertising for Lightning's cloud services, printed at every fit.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "💡 Tip" not in str(r.msg))
     try:
+        check_local_settings()
         yield
     except Exception as exc:
         error = user_error_in(exc)
         if error is None:
             raise
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The job fails, not the sweep: error.txt marks it, SweepSummary sets the exit status.
-            log.error("This job failed: %s", error)
+            log.error("This job failed: %s", error)  # not the sweep: SweepSummary reads error.txt
             Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(f"{error}\n")
             return
         print(f"Error: {error}", file=sys.stderr)

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lightning_template.checkpoints import load_checkpoint
-from lightning_template.errors import hide_library_noise, report_user_errors
+from lightning_template.errors import report_user_errors
 from lightning_template.train import build_trainer, final_metrics, print_summary
 
 
@@ -28,7 +28,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Command-line entry point."""
-    hide_library_noise()
     with report_user_errors():
         evaluate(cfg)
 

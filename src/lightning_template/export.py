@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lightning_template.checkpoints import load_checkpoint
-from lightning_template.errors import UserError, hide_library_noise, report_user_errors
+from lightning_template.errors import UserError, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -77,7 +77,6 @@ def export(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Command-line entry point."""
-    hide_library_noise()
     with report_user_errors():
         export(cfg)
 

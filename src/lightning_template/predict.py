@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from lightning_template.checkpoints import load_checkpoint
 from lightning_template.data.image_folder import read_image
-from lightning_template.errors import UserError, hide_library_noise, report_user_errors
+from lightning_template.errors import UserError, report_user_errors
 
 # MNIST's digits are fitted into a 20x20 box, with their centre of mass at (14, 14) of the 28x28 field.
 FIELD, BOX, CENTRE = 28, 20, 14.0
@@ -107,7 +107,6 @@ def predict(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Command-line entry point."""
-    hide_library_noise()
     with report_user_errors():
         predict(cfg)
 

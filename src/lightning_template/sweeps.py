@@ -32,14 +32,6 @@ def job_row(job: Path) -> dict[str, Any]:
     return {"job": job.name, "overrides": overrides, "status": status, **values, "run_dir": str(job)}
 
 
-def resume_hint(config: DictConfig, jobs: list[str]) -> str:
-    """Hydra cannot resume a sweep; an Optuna study kept in a storage goes on with the same command."""
-    sweeper = config.hydra.sweeper
-    if sweeper.get("storage"):
-        return f"The same command goes on with the study in {sweeper.storage}: {sweeper.n_trials} trials."
-    return f"The sweep stopped early: job(s) {', '.join(jobs)} did not finish; Hydra cannot resume a sweep."
-
-
 class SweepSummary(Callback):
     """One row per job, best first, then each metric's mean and std (k-fold: across folds); 1 on failures."""
 
@@ -83,6 +75,12 @@ class SweepSummary(Callback):
         unfinished = [row["job"] for row in others if row["status"] in ("interrupted", KILLED)]
         if failed:  # a job without error.txt was killed or crashed
             print(f"Error: {len(failed)} job(s) of this sweep failed ({', '.join(failed)}).", file=sys.stderr)
+        storage = config.hydra.sweeper.get("storage")  # Hydra cannot resume a sweep; a stored study goes on
         if stopped and unfinished:
-            print(resume_hint(config, unfinished), file=sys.stderr)
+            print(
+                f"The same command goes on with the study in {storage}: {config.hydra.sweeper.n_trials} trials."
+                if storage
+                else f"The sweep stopped early: job(s) {', '.join(unfinished)} did not finish; Hydra cannot resume it.",
+                file=sys.stderr,
+            )
         return bool(others)

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights
-from lightning_template.errors import UserError, hide_library_noise, report_user_errors
+from lightning_template.errors import UserError, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ def run_seed(cfg: DictConfig) -> int:
 def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: str) -> NoReturn:
     """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what was interrupted and what can be done next."""
     signal_name, code = ("SIGTERM", 143) if trainer.received_sigterm else ("Ctrl-C", 130)
-    stage = "testing" if testing else f"fitting (epoch {trainer.current_epoch})"
-    message = f"Interrupted by {signal_name} while {stage}."
+    message = f"Interrupted by {signal_name} while {'testing' if testing else 'fitting'}."
     last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt").absolute()
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # for the sweep's summary
         Path(HydraConfig.get().runtime.output_dir, "interrupted.txt").write_text(f"{message}\n")
@@ -131,11 +130,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         init_weights(model, cfg.init_from)
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
     command_dir = cfg.paths.output_dir  # Hydra's: this command's config and log
-    if ckpt_path:
-        check_resume(ckpt_path, model, cfg.trainer.max_epochs)
-    if ckpt_path and ckpt_path.parent.name == "checkpoints":  # checked: the run continues in its directory
+    if ckpt_path:  # checked first: only then does the run continue in its checkpoint's directory
         with open_dict(cfg):
-            cfg.paths.output_dir = str(ckpt_path.parent.parent)
+            cfg.paths.output_dir = check_resume(ckpt_path, model, cfg.trainer.max_epochs) or command_dir
     if cfg.get("print_config"):
         print_config(cfg)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
@@ -189,7 +186,6 @@ def one_sweep_job() -> Iterator[None]:
 @hydra.main(version_base="1.3", config_path="pkg://lightning_template.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Command-line entry point; `optimized_metric` for Hydra's sweepers, None if the job failed."""
-    hide_library_noise()
     metrics: dict[str, float] = {}
     with one_sweep_job(), report_user_errors():
         metrics = train(cfg)
