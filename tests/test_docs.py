@@ -65,7 +65,7 @@ def test_every_documented_command_is_checked(doc: str, command: str, comment: st
     if words[0] == "make":
         targets = re.findall(r"^([a-z-]+):", (REPO / "Makefile").read_text(), flags=re.M)
         assert words[1] in targets, f"{doc}: make {words[1]} is no target"
-    elif words[:2] == ["python", "-m"] and words[2].startswith("lightning_template."):
+    elif words[:2] == ["python", "-m"] and words[2].endswith((".train", ".eval", ".predict", ".export")):
         given = shlex.split(re.sub(r"<[^>]*>", "x", command))[3:]  # <run>, <file.ckpt>: any path composes
         for flag in ("--cfg", "--package"):  # Hydra's flags and their values, not overrides
             if flag in given:
