@@ -84,7 +84,7 @@ def run_seed(cfg: DictConfig) -> int:
     """`seed`, or for seed=null one drawn, shared by a sweep's jobs (k-fold: one split) and DDP processes."""
     if cfg.get("seed") is not None:
         return cfg.seed
-    if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything in the process that started this one
+    if os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ:  # a DDP process: rank 0's
         return int(os.environ["PL_GLOBAL_SEED"])
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return zlib.crc32(HydraConfig.get().sweep.dir.encode())
