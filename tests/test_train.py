@@ -250,6 +250,12 @@ def test_seed_null_draws_a_seed_that_is_logged_and_repeats_the_run(
     train(make_cfg("train", [*FAST, f"seed={cfg.seed}", "logger=none", f"paths.output_dir={tmp_path / 'b'}"]))
     first, again = (weights(tmp_path / name / "checkpoints" / "last.ckpt") for name in "ab")
     assert all(torch.equal(first[key], again[key]) for key in first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resumed = make_cfg(
+        "train", [*FAST, "seed=null", "logger=none", "trainer.max_epochs=2", f"ckpt_path={last}"]
+    )
+    train(resumed)
+    assert resumed.seed == cfg.seed  # a resumed seed=null run keeps its seed, so its validation split
 
 
 def test_a_checkpoint_write_that_fails_keeps_the_previous_file(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shlex
 import sys
 import zlib
@@ -25,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights
+from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights, load_checkpoint
 from lightning_template.errors import UserError, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
@@ -80,15 +79,17 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, **kwargs)
 
 
-def run_seed(cfg: DictConfig) -> int:
-    """`seed`, or for seed=null one drawn, shared by a sweep's jobs (k-fold: one split) and DDP processes."""
+def run_seed(cfg: DictConfig, ckpt_path: Path | None) -> int:
+    """`seed`; for seed=null, a resumed checkpoint's, or one from the run directory's name: the same for all
+    processes of a run (DDP, srun, a requeued job) and, in a sweep, for all jobs (k-fold: one partition)."""
     if cfg.get("seed") is not None:
         return cfg.seed
+    if ckpt_path:  # a resumed run keeps its split
+        return load_checkpoint(ckpt_path).hparams["data"]["seed"]
     if os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ:  # a DDP process: rank 0's
         return int(os.environ["PL_GLOBAL_SEED"])
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return zlib.crc32(HydraConfig.get().sweep.dir.encode())
-    return random.SystemRandom().randrange(2**31)
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return zlib.crc32(str(HydraConfig.get().sweep.dir if multirun else cfg.paths.output_dir).encode())
 
 
 def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: str) -> NoReturn:
@@ -99,9 +100,8 @@ def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: s
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # for the sweep's summary
         Path(HydraConfig.get().runtime.output_dir, "interrupted.txt").write_text(f"{message}\n")
     elif testing:
-        message += (
-            f" Training had finished; test with {command('lightning_template.eval', f'ckpt_path={best}')}"
-        )
+        evaluate = command("lightning_template.eval", f"ckpt_path={best}")
+        message += f" Training had finished; test with {evaluate}"
     elif last.is_file():
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         overrides = [o for o in overrides if not o.startswith("ckpt_path=")] + [f"ckpt_path={last}"]
@@ -114,8 +114,9 @@ def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: s
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric."""
-    with open_dict(cfg):  # seed=null: the drawn seed is printed and logged; seed=<it> repeats the run
-        cfg.seed = L.seed_everything(run_seed(cfg), workers=True)
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+    with open_dict(cfg):  # seed=null: the seed taken is printed and logged; seed=<it> repeats the run
+        cfg.seed = L.seed_everything(run_seed(cfg, ckpt_path), workers=True)
     datamodule: Any = instantiate(cfg.data)
     datamodule.setup("fit")  # the network is built for the data's image shape and classes
     model: ClassifierModule = instantiate(
@@ -128,7 +129,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
         init_weights(model, cfg.init_from)
-    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
     command_dir = cfg.paths.output_dir  # Hydra's: this command's config and log
     if ckpt_path:  # checked first: only then does the run continue in its checkpoint's directory
         with open_dict(cfg):
