@@ -51,11 +51,10 @@ class BareModule(L.LightningModule):
 
     def __init__(self, cfg: DictConfig, datamodule: Any) -> None:
         super().__init__()
-        self.net = instantiate(cfg.model.net, input_shape=datamodule.input_shape, num_classes=10)
+        self.net = instantiate(cfg.model.net, input_shape=datamodule.spec.shape, num_classes=10)
         self.optimizer_factory = instantiate(cfg.optimizer)
-        mean, std = datamodule.mean, datamodule.std
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.register_buffer("mean", datamodule.spec.mean)
+        self.register_buffer("std", datamodule.spec.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images.float() - self.mean) / self.std)
@@ -83,10 +82,11 @@ class Clock(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # the datamodule's setup has run: its tensors are there
-            datamodule = trainer.datamodule
-            self.images, self.labels = datamodule.data_train.tensors
-            self.mean, self.std = datamodule.mean.to(self.device), datamodule.std.to(self.device)
-            net = instantiate(self.cfg.model.net, input_shape=datamodule.input_shape, num_classes=10)
+            datamodule, spec = trainer.datamodule, trainer.datamodule.spec
+            train = datamodule.data_train
+            self.images, self.labels = train.inputs[train.indices], train.labels[train.indices]
+            self.mean, self.std = spec.mean.to(self.device), spec.std.to(self.device)
+            net = instantiate(self.cfg.model.net, input_shape=spec.shape, num_classes=10)
             self.net = net.to(self.device)
             self.optimizer = instantiate(self.cfg.optimizer)(self.net.parameters())
 
@@ -162,7 +162,8 @@ def run_row(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, lis
     clock = Clock(cfg, args)
     if module == "bare":
         datamodule = instantiate(cfg.data)
-        datamodule.setup("fit")
+        datamodule.prepare_data()
+        datamodule.setup("fit")  # BareModule is built for its shape and statistics
         trainer, bare = template.build_trainer(cfg, callbacks=[clock]), BareModule(cfg, datamodule)
         trainer.fit(bare, datamodule=datamodule)
         for _ in range(args.epochs):

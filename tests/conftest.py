@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from lightning_template.data.datamodule import Examples, InMemoryDataset, InputSpec
 from lightning_template.errors import LIBRARY_NOISE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A few batches of each stage: enough to exercise every code path in seconds.
+MNIST_SPEC = InputSpec(
+    "image", [1, 28, 28], "uint8", list("0123456789")
+).description()  # as a checkpoint has it
 FAST = [
     "++trainer.max_epochs=1",
     "++trainer.limit_train_batches=5",
@@ -46,12 +50,25 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir holding the repository's MNIST files, unpacked once per session."""
-    from lightning_template.data.mnist import MNISTDataModule
-
     root = tmp_path_factory.mktemp("data")
     shutil.copytree(REPO / "data" / "MNIST" / "raw", root / "MNIST" / "raw")
-    MNISTDataModule(data_dir=root).load()
+    read_mnist(root)
     return root
+
+
+def examples(data: InMemoryDataset) -> Examples:
+    """A dataset's inputs and labels, in its order."""
+    return data.inputs[data.indices], data.labels[data.indices]
+
+
+def read_mnist(data_dir: Path, dataset: str = "mnist") -> tuple[Examples, Examples]:
+    """The training and test images and labels, read as Lightning does: prepare_data, then (setup's) load."""
+    from lightning_template.data.mnist import MNISTDataModule
+
+    datamodule = MNISTDataModule(data_dir=data_dir, dataset=dataset)
+    datamodule.prepare_data()
+    train, test, _, _ = datamodule.load()
+    return examples(train), examples(test)
 
 
 @pytest.fixture

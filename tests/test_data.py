@@ -23,7 +23,7 @@ from lightning_template.errors import UserError
 from lightning_template.eval import evaluate
 from lightning_template.train import train
 
-from tests.conftest import FAST, REPO, run_cli
+from tests.conftest import FAST, REPO, examples, read_mnist, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,11 @@ def test_val_split_is_a_fraction_or_a_count() -> None:
 def test_splits_are_disjoint_cover_the_training_set_and_follow_the_seed(
     datamodule: MNISTDataModule, mnist_dir: Path
 ) -> None:
-    train_set, val_set = datamodule.data_train.tensors, datamodule.data_val.tensors
+    train_set, val_set = examples(datamodule.data_train), examples(datamodule.data_val)
     assert len(train_set[0]) == 55_000 and len(val_set[0]) == 5000
-    assert len(datamodule.data_test.tensors[0]) == 10_000  # the official test set, untouched
+    assert len(datamodule.data_test) == 10_000  # the official test set, untouched
     # Together the two splits hold every training image exactly once: compare label counts and pixel sums.
-    (images, labels), _ = datamodule.load()
+    images, labels = read_mnist(datamodule.data_dir)[0]
     assert torch.equal(torch.bincount(torch.cat([train_set[1], val_set[1]])), torch.bincount(labels))
     total = train_set[0].sum(dtype=torch.int64) + val_set[0].sum(dtype=torch.int64)
     assert total == images.sum(dtype=torch.int64)
@@ -56,27 +56,28 @@ def test_splits_are_disjoint_cover_the_training_set_and_follow_the_seed(
     same.setup("fit")
     other = MNISTDataModule(data_dir=mnist_dir, seed=8)
     other.setup("fit")
-    assert torch.equal(same.data_val.tensors[0], val_set[0])
-    assert not torch.equal(other.data_val.tensors[0], val_set[0])
+    assert torch.equal(examples(same.data_val)[0], val_set[0])
+    assert not torch.equal(examples(other.data_val)[0], val_set[0])
 
 
 def test_standardization_is_fitted_on_the_training_split_only(datamodule: MNISTDataModule) -> None:
-    pixels = datamodule.data_train.tensors[0].double()
-    assert datamodule.mean.shape == (1, 28, 28)
-    assert float(datamodule.mean[0, 0, 0]) == pytest.approx(float(pixels.mean()), rel=1e-6)
-    assert float(datamodule.std[0, 0, 0]) == pytest.approx(float(pixels.std(correction=0)), rel=1e-6)
+    pixels, spec = examples(datamodule.data_train)[0].double(), datamodule.spec
+    assert spec.mean is not None and spec.std is not None and spec.mean.shape == (1, 28, 28)
+    assert float(spec.mean[0, 0, 0]) == pytest.approx(float(pixels.mean()), rel=1e-6)
+    assert float(spec.std[0, 0, 0]) == pytest.approx(float(pixels.std(correction=0)), rel=1e-6)
 
 
 def test_per_pixel_standardization_is_standard_scaler() -> None:
     images = torch.randint(0, 256, (500, 1, 4, 4), dtype=torch.uint8)
     images[:, :, 0, 0] = 9  # a constant pixel: centred, not scaled
-    mean, std = fit_standardization(images, "per_pixel")
+    every = torch.arange(500)
+    mean, std = fit_standardization(images, every, "per_pixel")
     flat = images.reshape(500, -1).numpy().astype(np.float64)
     expected_std = flat.std(axis=0)
     expected_std[expected_std == 0] = 1.0
     np.testing.assert_allclose(mean.reshape(-1).numpy(), flat.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std.reshape(-1).numpy(), expected_std, rtol=1e-6)
-    mean, std = fit_standardization(images, "none")
+    mean, std = fit_standardization(images, every, "none")
     assert float(mean.max()) == 0.0 and float(std.min()) == 255.0
 
 
@@ -172,22 +173,20 @@ def test_k_fold_validation_sets_are_disjoint_cover_the_training_set_and_follow_t
     for fold in range(5):
         datamodule = MNISTDataModule(data_dir=mnist_dir, folds=5, fold=fold, seed=3)
         datamodule.setup("fit")
-        val_images, train_images = datamodule.data_val.tensors[0], datamodule.data_train.tensors[0]
+        val_images, train_images = examples(datamodule.data_val)[0], examples(datamodule.data_train)[0]
         assert len(val_images) == 12_000 and len(train_images) == 48_000
-        assert len(datamodule.data_test.tensors[0]) == 10_000  # the official test set, untouched
+        assert len(datamodule.data_test) == 10_000  # the official test set, untouched
         folded = {image.numpy().tobytes() for image in val_images}
         assert not folded & seen  # disjoint from the other folds' (MNIST's images are distinct)
         seen |= folded
-    assert len(seen) == len(
-        {image.numpy().tobytes() for image in datamodule.load()[0][0]}
-    )  # every image once
+    assert len(seen) == len({image.numpy().tobytes() for image in read_mnist(mnist_dir)[0][0]})  # each once
     again = MNISTDataModule(data_dir=mnist_dir, folds=5, fold=4, seed=3)
     again.setup("fit")
-    assert torch.equal(again.data_val.tensors[0], val_images)
+    assert torch.equal(examples(again.data_val)[0], val_images)
     for folds, fold in ((5, 5), (None, 3), (0, 0)):  # never silently no k-fold: data.fold alone, data.folds=0
         with pytest.raises(UserError, match=rf"data\.folds must be >= 2 .* got {folds} and {fold}\."):
             MNISTDataModule(data_dir=mnist_dir, folds=folds, fold=fold)
-    with pytest.raises(UserError, match=r"data\.folds=60001 is more than the 60000 training images"):
+    with pytest.raises(UserError, match=r"data\.folds=60001 is more than the 60000 training examples"):
         MNISTDataModule(data_dir=mnist_dir, folds=60001).setup("fit")  # a fold would be empty
 
 
@@ -215,7 +214,9 @@ ready.touch()
 deadline = time.monotonic() + 120
 while not go.exists() and time.monotonic() < deadline:
     time.sleep(0.01)
-(train, _), (test, _) = MNISTDataModule(data_dir=data_dir).load()
+datamodule = MNISTDataModule(data_dir=data_dir)
+datamodule.prepare_data()
+train, test = (part.inputs for part in datamodule.load()[:2])
 print(tuple(train.shape), tuple(test.shape), int(train.sum()), int(test.sum()))
 """
 
@@ -262,7 +263,7 @@ def test_a_file_left_partial_by_a_killed_run_is_unpacked_again(tmp_path: Path) -
     (raw / "train-images-idx3-ubyte").write_bytes(b"")  # a kill right after opening it (older versions)
     (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0x27, 0x10, 7, 2]))  # or later
     (raw / "t10k-images-idx3-ubyte.partial").write_bytes(b"\0" * 99)  # a kill during unpacking
-    (train, _), (test, test_labels) = MNISTDataModule(data_dir=data_dir).load()
+    (train, _), (test, test_labels) = read_mnist(data_dir)
     assert train.shape == (60_000, 1, 28, 28) and test.shape == (10_000, 1, 28, 28)
     assert len(test_labels) == 10_000
     assert not list(raw.glob("*.partial"))
@@ -275,7 +276,7 @@ def test_damaged_files_get_a_message_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(
         UserError, match=r"train-labels-idx1-ubyte\.gz is damaged .*git checkout -- data/MNIST"
     ):
-        MNISTDataModule(data_dir=data_dir).load()
+        read_mnist(data_dir)
     assert not list(archive.parent.glob("*.partial"))
     # Unpacked files without their .gz (copied from elsewhere): the .gz files would be unpacked again.
     fashion = write_fashion_mnist(tmp_path / "fashion")
@@ -283,4 +284,4 @@ def test_damaged_files_get_a_message_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(
         UserError, match=r"FashionMNIST/raw could not be read .* Put the four \.gz files there"
     ):
-        MNISTDataModule(data_dir=fashion, dataset="fashion_mnist").load()
+        read_mnist(fashion, "fashion_mnist")

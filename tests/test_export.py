@@ -12,12 +12,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from lightning_template.checkpoints import load_checkpoint
-from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
 from lightning_template.export import export
 from lightning_template.train import train
 
-from tests.conftest import FAST
+from tests.conftest import FAST, read_mnist
 
 pytestmark = pytest.mark.xdist_group("test_export")  # one worker trains the module's checkpoint once
 
@@ -36,7 +35,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pat
 def check(checkpoint: Path, mnist_dir: Path) -> Callable[[Callable[[torch.Tensor], torch.Tensor]], None]:
     """Assert that a loaded export gives the checkpoint's probabilities for one image and for several."""
     model = load_checkpoint(checkpoint).eval()
-    images = MNISTDataModule(data_dir=mnist_dir).load()[1][0][5000:5007]
+    images = read_mnist(mnist_dir)[1][0][5000:5007]
 
     def assert_matches(run: Callable[[torch.Tensor], torch.Tensor]) -> None:
         for batch in (images[:1], images):

@@ -11,12 +11,12 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from lightning_template.checkpoints import init_weights, load_checkpoint
+from lightning_template.checkpoints import InitWeights, load_checkpoint
 from lightning_template.errors import UserError
 from lightning_template.models.classifier import ClassifierModule
 from lightning_template.train import train
 
-from tests.conftest import FAST
+from tests.conftest import FAST, MNIST_SPEC
 from tests.test_data import write_fashion_mnist
 
 MLP = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [64, 32]}
@@ -33,13 +33,14 @@ def test_matching_tensors_load_and_the_log_names_the_others(
     mnist_checkpoint: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = load_checkpoint(mnist_checkpoint).net.state_dict()
-    same_shape = ClassifierModule(MLP)
-    init_weights(same_shape, str(mnist_checkpoint))
+    same_shape = ClassifierModule(MLP, spec=MNIST_SPEC)
+    init = InitWeights(str(mnist_checkpoint), MLP["_target_"])
+    init.on_fit_start(None, same_shape)  # type: ignore[arg-type]
     assert all(torch.equal(source[k], v) for k, v in same_shape.net.state_dict().items())
 
-    three_classes = ClassifierModule(MLP, class_names=["cat", "dog", "fox"])
+    three_classes = ClassifierModule(MLP, spec={**MNIST_SPEC, "classes": ["cat", "dog", "fox"]})
     with caplog.at_level(logging.INFO):
-        init_weights(three_classes, str(mnist_checkpoint))
+        init.on_fit_start(None, three_classes)  # type: ignore[arg-type]
     loaded, output = three_classes.net.state_dict(), next(reversed(source)).rpartition(".")[0]
     assert torch.equal(loaded["layers.1.weight"], source["layers.1.weight"])
     assert loaded[f"{output}.weight"].shape == (3, 32)  # the new output layer starts from scratch
@@ -47,9 +48,8 @@ def test_matching_tensors_load_and_the_log_names_the_others(
 
 
 def test_another_network_class_is_refused(mnist_checkpoint: Path) -> None:
-    cnn = ClassifierModule({"_target_": "lightning_template.models.cnn.CNN"})
     with pytest.raises(UserError, match=r"init_from=.*holds a lightning_template\.models\.mlp\.MLP network"):
-        init_weights(cnn, str(mnist_checkpoint))
+        InitWeights(str(mnist_checkpoint), "lightning_template.models.cnn.CNN")
 
 
 def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_runs(
@@ -88,4 +88,4 @@ def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_
 
 def test_a_missing_init_from_checkpoint_names_the_key() -> None:
     with pytest.raises(UserError, match=r"init_from=nowhere\.ckpt is not a file"):
-        init_weights(ClassifierModule(MLP), "nowhere.ckpt")
+        InitWeights("nowhere.ckpt", MLP["_target_"])

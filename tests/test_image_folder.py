@@ -24,7 +24,7 @@ from lightning_template.export import export
 from lightning_template.predict import predict
 from lightning_template.train import train
 
-from tests.conftest import run_cli
+from tests.conftest import examples, run_cli
 
 pytestmark = pytest.mark.xdist_group("test_image_folder")  # one worker trains each model's run once
 
@@ -89,6 +89,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         f"paths.log_dir={run_dir}/logs",
         "data=image_folder",
         f"data.root={folder}",
+        f"data.cache_dir={run_dir}/cache",
         "data.image_size=[48,48]",
         "data.batch_size=8",
         f"model={request.param}",
@@ -101,10 +102,17 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_the_checkpoint_keeps_the_image_shape_and_class_names_and_each_class_is_tested(run: Run) -> None:
-    hparams = torch.load(run.best, weights_only=True)["hyper_parameters"]
-    assert hparams["input_shape"] == [3, 48, 48]
-    assert hparams["class_names"] == CLASSES
-    assert hparams["data"]["_target_"] == "lightning_template.data.image_folder.ImageFolderDataModule"
+    checkpoint = torch.load(run.best, weights_only=True)
+    spec = checkpoint["hyper_parameters"]["spec"]
+    assert spec == {
+        "kind": "image",
+        "shape": [3, 48, 48],
+        "dtype": "uint8",
+        "classes": CLASSES,
+        "features": None,
+    }
+    data = checkpoint["datamodule_hyper_parameters"]
+    assert data["_target_"] == "lightning_template.data.image_folder.ImageFolderDataModule"
     assert {"test/acc", "test/loss", "val/acc_best", *(f"test/class_acc/{name}" for name in CLASSES)} <= set(
         run.metrics
     )
@@ -161,9 +169,9 @@ def test_an_image_folder_model_exports_to_onnx_and_torchscript(
     import onnxruntime
 
     model = load_checkpoint(run.best).eval()
-    datamodule = ImageFolderDataModule(root=folder, image_size=[48, 48], val_split=4)
+    datamodule = ImageFolderDataModule(root=folder, image_size=[48, 48], val_split=4, cache_dir=tmp_path)
     datamodule.setup("test")
-    images = datamodule.data_test.tensors[0]
+    images = examples(datamodule.data_test)[0]
     with torch.inference_mode():
         expected = model(images).softmax(dim=1)
 
@@ -184,14 +192,14 @@ def test_without_a_test_folder_a_seeded_test_split_is_drawn(tmp_path: Path) -> N
 
     def split(seed: int) -> ImageFolderDataModule:
         datamodule = ImageFolderDataModule(
-            root=root, image_size=[16, 16], test_split=0.25, val_split=0.2, seed=seed
+            root=root, image_size=[16, 16], test_split=0.25, val_split=0.2, seed=seed, cache_dir=tmp_path
         )
         datamodule.setup("fit")
         return datamodule
 
     first, again, other = split(seed=1), split(seed=1), split(seed=2)
-    assert first.classes == CLASSES and first.input_shape == [3, 16, 16]
-    parts = [first.data_train.tensors, first.data_val.tensors, first.data_test.tensors]
+    assert first.spec.classes == CLASSES and first.spec.shape == [3, 16, 16]
+    parts = [examples(first.data_train), examples(first.data_val), examples(first.data_test)]
     # 24 images: a quarter (6) for testing, then a fifth of the 18 others (round(3.6) = 4) for validation.
     assert [len(labels) for _, labels in parts] == [14, 4, 6]
     assert all(images.dtype == torch.uint8 and images.shape[1:] == (3, 16, 16) for images, _ in parts)
@@ -203,21 +211,21 @@ def test_without_a_test_folder_a_seeded_test_split_is_drawn(tmp_path: Path) -> N
         (again.data_train, again.data_val, again.data_test),
         strict=True,
     ):
-        assert all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors, strict=True))
+        assert all(torch.equal(x, y) for x, y in zip(examples(a), examples(b), strict=True))
     # Another seed, another split.
-    assert not torch.equal(first.data_test.tensors[0], other.data_test.tensors[0])
+    assert not torch.equal(examples(first.data_test)[0], examples(other.data_test)[0])
 
 
 def test_grayscale_images_give_one_channel(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "pets", {"train": 5, "test": 2}, gray=True)
-    datamodule = ImageFolderDataModule(root=root, image_size=[20, 24], val_split=3)
+    datamodule = ImageFolderDataModule(root=root, image_size=[20, 24], val_split=3, cache_dir=tmp_path)
     datamodule.setup("fit")
-    assert datamodule.input_shape == [1, 20, 24]
-    assert datamodule.data_test.tensors[0].shape == (6, 1, 20, 24)
+    assert datamodule.spec.shape == [1, 20, 24]
+    assert examples(datamodule.data_test)[0].shape == (6, 1, 20, 24)
 
 
 def load(root: Path) -> None:
-    ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2).setup("fit")
+    ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2, cache_dir=root / "cache").setup("fit")
 
 
 def test_a_file_that_is_no_image_is_named(tmp_path: Path) -> None:
@@ -238,20 +246,21 @@ def test_an_empty_class_folder_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "odd_one",
+    ("odd_one", "named", "channels"),
     [
-        "train/dog/gray.png",
-        "test/dog/gray.png",
-        "train/cat/00.png",  # read first: still the odd one, since most images are colour
+        ("train/dog/gray.png", "train/dog/gray.png", 1),
+        ("test/dog/gray.png", "test/dog/gray.png", 1),
+        ("train/cat/00.png", "train/cat/01.png", 3),  # read first: its one channel is the rule
     ],
 )
-def test_a_grayscale_image_among_colour_ones_is_named(tmp_path: Path, odd_one: str) -> None:
+def test_a_grayscale_image_among_colour_ones_is_named(
+    tmp_path: Path, odd_one: str, named: str, channels: int
+) -> None:
     root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
-    gray = root / odd_one
-    Image.fromarray(pattern("dog", np.random.default_rng(0))).convert("L").save(gray)
+    Image.fromarray(pattern("dog", np.random.default_rng(0))).convert("L").save(root / odd_one)
     with pytest.raises(
         UserError,
-        match=rf"{re.escape(str(gray))} and 0 more have not the 3 channel\(s\) of the rest",
+        match=rf"{re.escape(str(root / named))} has {channels} channel\(s\) where the first training image has",
     ):
         load(root)
 
@@ -262,7 +271,7 @@ def test_a_bad_image_size_and_test_classes_unlike_train_name_the_problem(tmp_pat
     root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
     (root / "test" / "fox").rename(root / "test" / "wolf")
     with pytest.raises(UserError, match=r"test needs the class folders of train/, \['cat', 'dog', 'fox'\]"):
-        ImageFolderDataModule(root=root, image_size=[16, 16]).setup("fit")
+        ImageFolderDataModule(root=root, image_size=[16, 16], cache_dir=tmp_path).setup("fit")
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ from lightning_template.models.classifier import ClassifierModule
 from lightning_template.models.cnn import CNN
 from lightning_template.models.mlp import MLP
 
+from tests.conftest import MNIST_SPEC
+
 MLP_CONFIG = {"_target_": "lightning_template.models.mlp.MLP", "hidden_sizes": [64, 32]}
 
 
@@ -45,7 +47,7 @@ def test_bad_network_settings_name_the_key(kwargs: dict, key: str) -> None:
 
 
 def test_module_standardizes_raw_pixels_with_its_own_buffers() -> None:
-    model = ClassifierModule(MLP_CONFIG).eval()
+    model = ClassifierModule(MLP_CONFIG, spec=MNIST_SPEC).eval()
     model.mean.fill_(33.0)
     model.std.fill_(78.0)
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
@@ -53,7 +55,7 @@ def test_module_standardizes_raw_pixels_with_its_own_buffers() -> None:
 
 
 def test_checkpoint_alone_rebuilds_the_model_without_unpickling_code(tmp_path: Path) -> None:
-    model = ClassifierModule(MLP_CONFIG, optimizer=partial(torch.optim.Adam, lr=1e-3)).eval()
+    model = ClassifierModule(MLP_CONFIG, spec=MNIST_SPEC, optimizer=partial(torch.optim.Adam, lr=1e-3)).eval()
     model.mean.fill_(33.0)
     checkpoint = {
         "state_dict": model.state_dict(),
@@ -91,9 +93,9 @@ def test_the_network_target_must_be_a_module() -> None:
 @pytest.mark.parametrize("lr", [0, -1.0, "fast"])
 def test_a_bad_learning_rate_fails_before_any_data_is_read(lr: object) -> None:
     with pytest.raises(UserError, match=r"optimizer\.lr"):
-        ClassifierModule(MLP_CONFIG, optimizer=partial(torch.optim.Adam, lr=lr))
+        ClassifierModule(MLP_CONFIG, spec=MNIST_SPEC, optimizer=partial(torch.optim.Adam, lr=lr))
 
 
 def test_label_smoothing_is_checked() -> None:
     with pytest.raises(UserError, match=r"model\.label_smoothing"):
-        ClassifierModule(MLP_CONFIG, label_smoothing=1.0)
+        ClassifierModule(MLP_CONFIG, spec=MNIST_SPEC, label_smoothing=1.0)

@@ -14,12 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from lightning_template.checkpoints import load_checkpoint
-from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
 from lightning_template.predict import find_inputs, predict
 from lightning_template.train import train
 
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, read_mnist, run_cli
 
 pytestmark = pytest.mark.xdist_group("test_predict")  # one worker trains the module's checkpoint once
 
@@ -38,7 +37,7 @@ def test_digits_of_any_size_polarity_and_position_get_the_models_answer(
     make_cfg: Callable[..., DictConfig], checkpoint: Path, mnist_dir: Path, tmp_path: Path
 ) -> None:
     model = load_checkpoint(checkpoint).eval()
-    images = MNISTDataModule(data_dir=mnist_dir).load()[1][0][:100, 0]
+    images = read_mnist(mnist_dir)[1][0][:100, 0]
     with torch.inference_mode():
         probabilities = model(images.unsqueeze(1)).softmax(dim=1)
     surest = int(probabilities.max(dim=1).values.argmax())  # briefly trained: pick a digit it is sure of
@@ -103,6 +102,6 @@ def test_inputs_of_which_none_can_be_read_are_an_error_that_says_why(
 ) -> None:
     (tmp_path / "notes.txt").write_text("not an image\n")
     cfg = make_cfg("predict", [f"ckpt_path={checkpoint}", f"inputs={tmp_path / 'notes.txt'}"])
-    with pytest.raises(UserError, match=r"notes\.txt: no file could be read as an image \(cannot identify"):
+    with pytest.raises(UserError, match=r"notes\.txt: nothing could be read to predict \(cannot identify"):
         predict(cfg)
     assert "cannot identify image file" in (tmp_path / "predictions.csv").read_text()  # each file's error

@@ -1,4 +1,4 @@
-"""What TensorBoard shows beyond scalars: images with their predictions, confusion matrices, HPARAMS."""
+"""What TensorBoard shows beyond scalars: confusion matrices, HPARAMS, and for images their predictions."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ def captioned_grid(
     return make_grid(tiles, pad_value=128)
 
 
+def drawable(names: Sequence[str]) -> list[str]:
+    """The bitmap font draws Latin-1 only: any other name becomes its number (TensorBoard's text tab lists them)."""
+    return [name if all(ord(c) < 256 for c in name) else str(number) for number, name in enumerate(names)]
+
+
 def confusion_image(matrix: Tensor, names: Sequence[str]) -> Tensor:
     """True classes (rows) against predicted ones, shaded; PIL takes 5 ms where matplotlib takes 0.4 s."""
     share, n = (matrix / matrix.sum(1, keepdim=True).clamp(min=1)).cpu(), len(matrix)
@@ -69,7 +74,8 @@ def confident_mistakes(samples: Samples, k: int) -> Samples:
 
 
 class PredictionImages(L.Callback):
-    """TensorBoard images of which images the model gets wrong and how, which accuracy alone cannot tell."""
+    """TensorBoard images of what the model gets wrong and how, which accuracy alone cannot tell: confusion
+    matrices for every kind of data, and for images the images with their predictions."""
 
     def __init__(self, num_images: int = 16) -> None:
         self.num_images = num_images
@@ -79,7 +85,11 @@ class PredictionImages(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        self.names = list(pl_module.hparams["class_names"])
+        spec = trainer.datamodule.spec  # type: ignore[attr-defined]  # the model's, which the model checks
+        self.images, self.names = spec.kind == "image", drawable(spec.classes)
+        if self.tensorboard and trainer.is_global_zero and self.names != spec.classes:  # the legend
+            legend = "\n".join(f"- {number}: {name}" for number, name in enumerate(spec.classes))
+            self.tensorboard.experiment.add_text("classes", legend)
         self.confusion = {  # the last validation epoch's counts, and the test's
             stage: MulticlassConfusionMatrix(len(self.names)).to(trainer.strategy.root_device)
             for stage in ("val", "test")
@@ -106,7 +116,7 @@ class PredictionImages(L.Callback):
         (images, labels), logits = batch, outputs["logits"]
         self.confusion["val"].update(logits, labels)
         missing = self.num_images - sum(len(labels) for _, _, labels in self.shown)
-        if trainer.is_global_zero and missing > 0:
+        if self.images and trainer.is_global_zero and missing > 0:
             self.shown.append((images[:missing], logits[:missing].argmax(1), labels[:missing]))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -130,6 +140,8 @@ class PredictionImages(L.Callback):
             return
         (images, labels), logits = batch, outputs["logits"]
         self.confusion["test"].update(logits, labels)
+        if not self.images:
+            return
         confidences, preds = logits.softmax(1).max(1)
         self.mistakes.append(confident_mistakes((images, preds, labels, confidences), self.num_images))
 

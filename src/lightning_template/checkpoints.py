@@ -7,7 +7,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -20,8 +20,8 @@ from lightning_template.models.classifier import STRETCHABLE, ClassifierModule
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> ClassifierModule:
-    """The model of a checkpoint written by train (weights_only: no code runs), or why it cannot be."""
+def read_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> dict[str, Any]:
+    """A checkpoint written by train (weights_only: no code runs), or why it cannot be read."""
     path = Path(ckpt_path or "")
     if not ckpt_path or not path.is_file():
         raise UserError(f"{key}={ckpt_path} is not a file: pass {key}=<run dir>/checkpoints/<file>.ckpt.")
@@ -36,34 +36,50 @@ def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> Cla
         ) from exc
     except Exception as exc:
         raise UserError(f"{key}={path} is damaged ({exc}).") from exc
-    if not isinstance(checkpoint, dict) or "net" not in checkpoint.get("hyper_parameters", {}):
-        raise UserError(f"{key}={path} was not written by this template (no network config inside).")
-    return ClassifierModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "spec" not in checkpoint.get("hyper_parameters", {}):
+        raise UserError(f"{key}={path} was not written by this template (no network or data spec inside).")
+    return checkpoint
 
 
-def init_weights(model: ClassifierModule, ckpt_path: str) -> None:
-    """Start a new run from another run's network weights: each tensor whose name and shape match."""
-    source = load_checkpoint(ckpt_path, key="init_from")
-    theirs, ours = source.hparams["net"]["_target_"], model.hparams["net"]["_target_"]
-    if theirs != ours:
-        raise UserError(f"init_from={ckpt_path} holds a {theirs} network; this run builds a {ours}.")
-    wanted = model.net.state_dict()
-    found = {k: v for k, v in source.net.state_dict().items() if k in wanted and v.shape == wanted[k].shape}
-    model.net.load_state_dict(found, strict=False)
-    skipped = sorted(set(wanted) - set(found))  # another number of classes or width: trained from scratch
-    log.info("init_from=%s: %d tensors loaded; skipped (other shapes): %s", ckpt_path, len(found), skipped)
+def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> ClassifierModule:
+    """The model of a checkpoint written by train, with its network, spec and standardization."""
+    read_checkpoint(ckpt_path, key)
+    return ClassifierModule.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
+
+
+class InitWeights(L.Callback):
+    """Fine-tuning: a new run starts from another run's network weights, each tensor whose name and shape
+    match, once its own network is built for its data."""
+
+    def __init__(self, ckpt_path: str, net: str) -> None:
+        """`net`: the `_target_` of this run's network, which must be the checkpoint's."""
+        self.ckpt_path, self.source = ckpt_path, load_checkpoint(ckpt_path, key="init_from")
+        if self.source.hparams["net"]["_target_"] != net:
+            theirs = self.source.hparams["net"]["_target_"]
+            raise UserError(f"init_from={ckpt_path} holds a {theirs} network; this run builds a {net}.")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = cast(ClassifierModule, pl_module).net
+        wanted = net.state_dict()
+        source = self.source.net.state_dict()
+        found = {k: v for k, v in source.items() if k in wanted and v.shape == wanted[k].shape}
+        net.load_state_dict(found, strict=False)
+        skipped = sorted(set(wanted) - set(found))  # another number of classes or width: trained from scratch
+        log.info(
+            "init_from=%s: %d tensors loaded; skipped (other shapes): %s", self.ckpt_path, len(found), skipped
+        )
 
 
 def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> str | None:
     """Refuse, before anything is written, another network or a schedule that cannot be stretched; then the
     run directory that the resumed run continues in."""
-    saved_net = load_checkpoint(ckpt_path).hparams["net"]
+    saved_net = read_checkpoint(ckpt_path)["hyper_parameters"]["net"]
     if saved_net != model.hparams["net"]:
         raise UserError(
             f"ckpt_path={ckpt_path} holds another network than the config asks for; resume with the "
             f"model settings it was trained with ({saved_net})."
         )
-    before = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("max_epochs", max_epochs)
+    before = read_checkpoint(ckpt_path).get("max_epochs", max_epochs)
     kind = getattr((model.scheduler or {}).get("scheduler"), "func", None)  # the class of the partial
     if before != max_epochs and kind is not None and not issubclass(kind, STRETCHABLE):
         raise UserError(

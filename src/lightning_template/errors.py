@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,14 @@ class UserError(Exception):
 
 
 def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError behind `exc`, also when Hydra's instantiate wrapped it (once per nesting level)."""
+    """The UserError behind `exc`, also when Hydra's instantiate wrapped it (once per nesting level), or for a
+    required value that was not given."""
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, MissingMandatoryValue):  # a `???` in conf/, such as data.root of data=image_folder
+        return UserError(
+            f"{exc.full_key} is required: pass {exc.full_key}=<value> (its config says what it takes)."
+        )
     return exc if isinstance(exc, UserError) else None
 
 

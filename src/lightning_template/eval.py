@@ -6,17 +6,17 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_template.checkpoints import load_checkpoint
+from lightning_template.checkpoints import load_checkpoint, read_checkpoint
 from lightning_template.errors import report_user_errors
 from lightning_template.train import build_trainer, final_metrics, print_summary
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint's model, which carries its own network and standardization."""
+    """Test the checkpoint's model, which carries its own network, spec and standardization."""
     model = load_checkpoint(cfg.get("ckpt_path"))
-    given = cfg.get("data") or {}
+    given, trained_on = cfg.get("data") or {}, read_checkpoint(cfg.ckpt_path)["datamodule_hyper_parameters"]
     with open_dict(cfg):  # the data the model was trained on, unless data=<option>, with data.* on top
-        cfg.data = given if "_target_" in given else OmegaConf.merge(model.hparams["data"], given)
+        cfg.data = given if "_target_" in given else OmegaConf.merge(trained_on, given)
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=instantiate(cfg.data), verbose=False)
     metrics = final_metrics(trainer)

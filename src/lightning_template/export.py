@@ -16,10 +16,19 @@ from lightning_template.errors import UserError, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+INPUT_NAMES = {"image": "images", "table": "features"}  # the ONNX input, by the kind of data
+
+
+def data_like(model: ClassifierModule, count: int) -> torch.Tensor:
+    """Inputs drawn around the training data's mean and spread, in its dtype: what the model will see."""
+    noise = torch.randn(count, *model.mean.shape, generator=torch.Generator().manual_seed(0))
+    inputs = model.mean + model.std * noise
+    dtype = getattr(torch, model.hparams["spec"]["dtype"])
+    return inputs.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else inputs.to(dtype)
 
 
 def export_onnx(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Write raw pixels -> probabilities as ONNX, any batch size; return the file as onnxruntime runs it."""
+    """Write raw inputs -> probabilities as ONNX, any batch size; return the file as onnxruntime runs it."""
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  (what torch.onnx exports with)
@@ -30,20 +39,21 @@ def export_onnx(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor],
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.onnx.export(
         nn.Sequential(model, nn.Softmax(dim=1)).eval(),
-        (model.example_input_array,),  # two images: a batch of one would be fixed as a constant
+        (model.example_input_array,),  # two inputs: a batch of one would be fixed as a constant
         path,
-        input_names=["images"],
+        input_names=[INPUT_NAMES[model.hparams["spec"]["kind"]]],
         dynamic_shapes=[{0: torch.export.Dim("batch")}],
         external_data=False,  # one self-contained file
         dynamo=True,
         verbose=False,
     )
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return lambda images: torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    name = INPUT_NAMES[model.hparams["spec"]["kind"]]
+    return lambda inputs: torch.from_numpy(session.run(None, {name: inputs.numpy()})[0])
 
 
 def export_torchscript(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Write raw pixels -> probabilities as TorchScript, for LibTorch; return the file as loaded back."""
+    """Write raw inputs -> probabilities as TorchScript, for LibTorch; return the file as loaded back."""
     traced = model.to_torchscript(method="trace")  # deprecated upstream, yet what LibTorch loads
     assert isinstance(traced, torch.jit.ScriptModule)  # one module, not a dict of them
     torch.jit.save(torch.jit.script(nn.Sequential(traced, nn.Softmax(dim=1)).eval()), path)
@@ -58,11 +68,10 @@ def export(cfg: DictConfig) -> Path:
     path = Path(cfg.output_file or Path(cfg.paths.output_dir) / FILE_NAMES[cfg.format])
     path.parent.mkdir(parents=True, exist_ok=True)
     run = export_onnx(model, path) if cfg.format == "onnx" else export_torchscript(model, path)
-    shape = (cfg.parity_images, *model.hparams["input_shape"])  # random pixels: every value, in any channel
-    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inputs = data_like(model, cfg.parity_inputs)
     with torch.inference_mode():
-        expected = model(images).softmax(dim=1)
-        exported = torch.cat([run(images[:1]), run(images[1:])])  # two batch sizes: the batch is dynamic
+        expected = model(inputs).softmax(dim=1)
+        exported = torch.cat([run(inputs[:1]), run(inputs[1:])])  # two batch sizes: the batch is dynamic
     difference = float((exported - expected).abs().max())
     if not difference < cfg.parity_tolerance:  # NaN fails too
         path.unlink()
@@ -70,7 +79,11 @@ def export(cfg: DictConfig) -> Path:
             f"The {cfg.format} file computed other probabilities than PyTorch ({difference:.3g} apart, more than "
             f"parity_tolerance={cfg.parity_tolerance:g}), so it was deleted; try the other format."
         )
-    print(f"Exported {path}; it matches PyTorch to {difference:.2g} on {len(images)} random images.")
+    kind, dtype = model.hparams["spec"]["kind"], model.hparams["spec"]["dtype"]
+    print(
+        f"Exported {path} ({dtype} {kind} inputs); it matches PyTorch to {difference:.2g} on {len(inputs)} "
+        "inputs drawn from the training data's mean and standard deviation."
+    )
     return path
 
 

@@ -1,19 +1,21 @@
-"""Classify image files: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
+"""Classify image files or table rows: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
 
 from __future__ import annotations
 
-import csv
 import glob
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 from PIL import Image, ImageOps
 
 from lightning_template.checkpoints import load_checkpoint
 from lightning_template.data.image_folder import read_image
+from lightning_template.data.table import feature_values, read_table
 from lightning_template.errors import UserError, report_user_errors
 
 # MNIST's digits are fitted into a 20x20 box, with their centre of mass at (14, 14) of the 28x28 field.
@@ -65,42 +67,63 @@ def mnist_like(path: Path) -> torch.Tensor:
     return torch.from_numpy(field).unsqueeze(0)
 
 
-def predict(cfg: DictConfig) -> Path:
-    """Classify every file that `inputs` names; an unreadable file costs its own row, not the run."""
-    model = load_checkpoint(cfg.get("ckpt_path")).eval()
-    files = find_inputs(cfg.get("inputs"))
-    (channels, *size), names = model.hparams["input_shape"], list(model.hparams["class_names"])
-    digits = [channels, *size] == [1, FIELD, FIELD] and names == list("0123456789")  # an MNIST-like model
-    images, errors = {}, {}
+def read_images(
+    spec: dict[str, Any], files: list[Path]
+) -> tuple[pd.DataFrame, list[torch.Tensor], list[str]]:
+    """Each file's pixels as the model takes them, or why it could not be read."""
+    (channels, *size), classes = spec["shape"], spec["classes"]
+    digits = [channels, *size] == [1, FIELD, FIELD] and classes == list("0123456789")  # an MNIST-like model
+    images, errors = [], []
     for path in files:
         try:
-            images[path] = mnist_like(path) if digits else read_image(path, size, grayscale=channels == 1)
+            images.append(mnist_like(path) if digits else read_image(path, size, grayscale=channels == 1))
+            errors.append("")
         except (OSError, ValueError) as exc:
-            errors[path] = str(exc)
-    probabilities: dict[Path, list[float]] = {}
-    if images:
-        with torch.inference_mode():  # in slices: memory for any folder
-            logits = torch.cat([model(batch) for batch in torch.stack(list(images.values())).split(1024)])
-        probabilities = dict(zip(images, logits.softmax(dim=1).tolist(), strict=True))
+            errors.append(str(exc))
+    return pd.DataFrame({"path": list(map(str, files))}), images, errors
 
-    rows = []
-    for path in files:
-        p = probabilities.get(path)
-        cells = [names[int(np.argmax(p))], *(f"{q:.6f}" for q in p)] if p else [""] * (len(names) + 1)
-        rows.append([str(path), *cells, errors.get(path, "")])
+
+def read_rows(spec: dict[str, Any], files: list[Path]) -> tuple[pd.DataFrame, list[torch.Tensor], list[str]]:
+    """Each row's features, or which cells are empty or no number; every other column is passed through."""
+    frame = pd.concat([read_table(path, "inputs") for path in files], ignore_index=True)
+    values = feature_values(frame, spec["features"], f"inputs={', '.join(map(str, files))}")
+    empty = values.isna().to_numpy()
+    errors = [f"empty or no number: {', '.join(values.columns[row])}" if row.any() else "" for row in empty]
+    rows = torch.from_numpy(values[~empty.any(axis=1)].to_numpy(np.float32))
+    return frame.drop(columns=spec["features"]), list(rows), errors
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Classify every file (or table row) that `inputs` names; one that cannot be read costs its own row."""
+    model = load_checkpoint(cfg.get("ckpt_path")).eval()
+    spec, files = model.hparams["spec"], find_inputs(cfg.get("inputs"))
+    given, inputs, errors = (read_rows if spec["kind"] == "table" else read_images)(spec, files)
+    names = list(spec["classes"])
+    columns = [f"prob_{name}" for name in names]
+    probabilities = torch.empty(0, len(names))
+    if inputs:
+        with torch.inference_mode():  # in slices: memory for any folder
+            probabilities = torch.cat(
+                [model(batch).softmax(dim=1) for batch in torch.stack(inputs).split(1024)]
+            )
+    read = given.index[[not error for error in errors]]
+    predicted = pd.DataFrame(probabilities.numpy(), columns=columns, index=read)
+    predicted.insert(0, "class", [names[i] for i in probabilities.argmax(dim=1).tolist()])
+    taken = {"class", "error", *columns}  # a column of the inputs with one of these names is kept, renamed
+    given = given.rename(columns=lambda name: f"{name}_given" if name in taken else name)
+    result = given.join(predicted).assign(error=errors)
     csv_path = Path(cfg.output_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["path", "class", *(f"prob_{name}" for name in names), "error"])
-        writer.writerows(rows)
+    result.to_csv(csv_path, index=False, float_format="%.6f")
 
-    for file_name, name, *probs, error in rows[: cfg.table_rows]:  # the CSV holds them all
-        print(f"{file_name}  {error or f'{name} ({probs[names.index(name)]})'}")
-    print(f"Files: {len(rows)}, unreadable: {len(errors)}. All predictions: {csv_path}")
-    if not images:
-        reason = next(iter(errors.values()))
-        raise UserError(f"inputs={cfg.inputs}: no file could be read as an image ({reason}); see {csv_path}.")
+    surest = predicted.max(axis=1, numeric_only=True)
+    for number, row in result.head(cfg.table_rows).iterrows():  # the CSV holds them all
+        answer = row["error"] or f"{row['class']} ({surest[number]:.6f})"
+        print(f"{row.iloc[0] if len(given.columns) else f'row {number}'}  {answer}")
+    print(f"Predicted: {len(read)} of {len(result)}; unreadable: {len(result) - len(read)}. All: {csv_path}")
+    if not inputs:
+        reason = next(iter(errors), "no rows")
+        raise UserError(f"inputs={cfg.inputs}: nothing could be read to predict ({reason}); see {csv_path}.")
     return csv_path
 
 

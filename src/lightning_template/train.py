@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from lightning_template.checkpoints import check_resume, find_checkpoint, init_weights, load_checkpoint
+from lightning_template.checkpoints import InitWeights, check_resume, find_checkpoint, read_checkpoint
 from lightning_template.errors import UserError, report_user_errors
 from lightning_template.models.classifier import ClassifierModule
 
@@ -85,7 +85,7 @@ def run_seed(cfg: DictConfig, ckpt_path: Path | None) -> int:
     if cfg.get("seed") is not None:
         return cfg.seed
     if ckpt_path:  # a resumed run keeps its split
-        return load_checkpoint(ckpt_path).hparams["data"]["seed"]
+        return read_checkpoint(ckpt_path)["datamodule_hyper_parameters"]["seed"]
     if os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ:  # a DDP process: rank 0's
         return int(os.environ["PL_GLOBAL_SEED"])
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -115,20 +115,16 @@ def stop_interrupted(cfg: DictConfig, trainer: L.Trainer, testing: bool, best: s
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; return every final metric."""
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+    if ckpt_path and cfg.get("init_from"):
+        raise UserError("ckpt_path resumes a run and init_from starts a new one from its weights: pass one.")
     with open_dict(cfg):  # seed=null: the seed taken is printed and logged; seed=<it> repeats the run
         cfg.seed = L.seed_everything(run_seed(cfg, ckpt_path), workers=True)
-    datamodule: Any = instantiate(cfg.data)
-    datamodule.setup("fit")  # the network is built for the data's image shape and classes
-    model: ClassifierModule = instantiate(
+    datamodule = instantiate(cfg.data)
+    model: ClassifierModule = instantiate(  # its network is built for the data's spec when fitting starts
         cfg.model,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        input_shape=datamodule.input_shape,
-        class_names=datamodule.classes,
-        data=cfg.data,  # saved in checkpoints: eval tests on the same data
     )
-    if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
-        init_weights(model, cfg.init_from)
     command_dir = cfg.paths.output_dir  # Hydra's: this command's config and log
     if ckpt_path:  # checked first: only then does the run continue in its checkpoint's directory
         with open_dict(cfg):
@@ -136,6 +132,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("print_config"):
         print_config(cfg)
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
+    if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
+        callbacks.append(InitWeights(cfg.init_from, cfg.model.net._target_))
     trainer = build_trainer(cfg, callbacks=callbacks)
     best, testing = "", False
     try:

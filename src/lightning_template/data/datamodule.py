@@ -1,27 +1,62 @@
-"""InMemoryDataModule: labelled images in memory as uint8, split, standardized and batched, from any source."""
+"""InMemoryDataModule: labelled images or table rows as tensors (in memory or memory-mapped), split,
+standardized and batched; each source implements `load()`."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_convert
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_convert
 
 from lightning_template.data.augment import RandomWarp
 from lightning_template.errors import UserError
 
-NORMALIZE = ("global", "per_pixel", "none")
-Images = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W) and integer labels (N,)
+NORMALIZE = {"image": ("global", "per_pixel", "none"), "table": ("per_feature", "none")}
+Examples = tuple[
+    torch.Tensor, torch.Tensor
+]  # inputs (N, *shape): uint8 pixels or float32 features; labels (N,)
 
 
-class InMemoryDataset(TensorDataset):
-    """Tensors in memory; the DataLoader gets a whole batch with one indexing op per tensor."""
+@dataclass
+class InputSpec:
+    """The contract between data and model: what a model's inputs are, saved in its checkpoint so that eval,
+    predict and export need nothing else."""
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)  # indexing with a tensor is twice as fast as with a list
-        return tuple(tensor[index] for tensor in self.tensors)
+    kind: str  # image: uint8 pixels (C, H, W) | table: float32 features (F,)
+    shape: list[int]
+    dtype: str  # the inputs' torch dtype: uint8 | float32
+    classes: list[str]  # one name per label, in label order
+    features: list[str] | None = None  # a table's columns, in order
+    mean: torch.Tensor | None = None  # the standardization, fitted on the training split: (x - mean) / std
+    std: torch.Tensor | None = None
+
+    def description(self) -> dict[str, Any]:
+        """Everything but the statistics (which the model keeps as buffers): plain values for hparams."""
+        return {key: value for key, value in asdict(self).items() if key not in ("mean", "std")}
+
+
+class InMemoryDataset(Dataset):
+    """A subset of examples by index; the DataLoader gets a whole batch with one indexing op per tensor."""
+
+    def __init__(
+        self, inputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> None:
+        self.inputs, self.labels = inputs, labels
+        self.indices = torch.arange(len(labels)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def subset(self, indices: torch.Tensor) -> InMemoryDataset:
+        """The same tensors, other examples: no copy."""
+        return InMemoryDataset(self.inputs, self.labels, indices)
+
+    def __getitems__(self, indices: list[int]) -> Examples:
+        index = self.indices[torch.as_tensor(indices, device=self.indices.device)]
+        return self.inputs[index], self.labels[index]
 
 
 def split_size(split: float, total: int, key: str) -> int:
@@ -35,44 +70,51 @@ def split_size(split: float, total: int, key: str) -> int:
 
 
 def random_split(
-    data: Images, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
-) -> tuple[Images, Images]:
-    """A seeded split of images and labels into (the rest, a part): `split` of them (a fraction or a count),
-    or with `folds`, part number `fold` of that many (k-fold cross-validation)."""
-    order = torch.randperm(len(data[1]), generator=torch.Generator().manual_seed(seed))
+    indices: torch.Tensor, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of `indices` into (the rest, a part): `split` of them (a fraction or a count), or with
+    `folds`, part number `fold` of that many (k-fold cross-validation)."""
+    order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
     if folds and folds > len(order):  # or a fold would be empty
-        raise UserError(f"data.folds={folds} is more than the {len(order)} training images to split.")
+        raise UserError(f"data.folds={folds} is more than the {len(order)} training examples to split.")
     part = order.tensor_split(folds)[fold] if folds else order[: split_size(split, len(order), key)]
-    rest = order[~torch.isin(order, part)]  # in the order drawn
-    return (data[0][rest], data[1][rest]), (data[0][part], data[1][part])
+    return order[~torch.isin(order, part)], part  # the rest in the order drawn
 
 
-def fit_standardization(images: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation (C, H, W) of uint8 images: one value for all pixels, per pixel, or [0, 1]."""
-    shape = images.shape[1:]
+def fit_standardization(
+    inputs: torch.Tensor, indices: torch.Tensor, normalize: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (one input's shape) of `inputs[indices]`: one value for all pixels, per
+    pixel or feature, or none ([0, 1] for pixels); read in slices, so a memory-mapped set stays on disk."""
+    shape, pixels = inputs.shape[1:], inputs.dtype == torch.uint8
     if normalize == "none":
-        return torch.zeros(shape), torch.full(shape, 255.0)
-    if normalize == "global":  # from a histogram of the 256 values: exact, and 8x faster than float sums
-        counts = torch.bincount(images.flatten(), minlength=256).double()
+        return torch.zeros(shape), torch.full(shape, 255.0 if pixels else 1.0)
+    sums = torch.zeros(2, *shape, dtype=torch.float64)
+    counts = torch.zeros(256, dtype=torch.float64)
+    for chunk in indices.sort().values.split(max(1, 2**26 // max(1, inputs[0].nbytes))):  # 64 MB at a time
+        chunk = inputs[chunk]
+        if normalize == "global":  # from a histogram of the 256 values: exact, and 8x faster than float sums
+            counts += torch.bincount(chunk.flatten(), minlength=256)
+        else:
+            chunk = chunk.double()
+            sums += torch.stack([chunk.sum(0), chunk.square().sum(0)])
+    if normalize == "global":
         values = torch.arange(256, dtype=torch.float64)
         mean = counts @ values / counts.sum()
         std = (counts @ (values - mean) ** 2 / counts.sum()).sqrt()
     else:
-        sums = torch.zeros(2, *shape, dtype=torch.float64)
-        for chunk in images.split(4096):  # float64 slices: exact sums without a 350 MB copy
-            chunk = chunk.double()
-            sums += torch.stack([chunk.sum(0), chunk.square().sum(0)])
-        mean = sums[0] / len(images)
-        std = (sums[1] / len(images) - mean**2).clamp_min(0).sqrt()
-    std = torch.where(std > 0, std, 1.0)  # constant pixels are centred, not scaled (as in StandardScaler)
+        mean = sums[0] / len(indices)
+        std = (sums[1] / len(indices) - mean**2).clamp_min(0).sqrt()
+    std = torch.where(std > 0, std, 1.0)  # constant inputs are centred, not scaled (as in StandardScaler)
     return mean.float().expand(shape).clone(), std.float().expand(shape).clone()
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Splits, standardization, batches and augmentation shared by every source, which implements `load()`."""
+    """Splits, standardization, batches and augmentation shared by every source. A source sets `kind` and
+    implements `load()`; `setup` then describes the data in `spec`, which the model is built for."""
 
-    classes: list[str]  # one name per label, in label order
-    input_shape: list[int]  # (C, H, W) of one image, set by setup(): the network is built for it
+    kind = "image"  # or "table": what the inputs are, so what normalization, augmentation and callbacks apply
+    spec: InputSpec  # set by setup()
 
     def __init__(
         self,
@@ -89,8 +131,13 @@ class InMemoryDataModule(L.LightningDataModule):
         on_device: bool = False,
     ) -> None:
         super().__init__()
-        if normalize not in NORMALIZE:
-            raise UserError(f"data.normalize must be one of {list(NORMALIZE)}, got {normalize!r}.")
+        # Saved in checkpoints by Lightning, with the class: eval tests on the same data (augment is for fitting).
+        self.save_hyperparameters(ignore=["augment"], logger=False)
+        self.hparams["_target_"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        if normalize not in NORMALIZE[self.kind]:
+            raise UserError(f"data.normalize must be one of {list(NORMALIZE[self.kind])}, got {normalize!r}.")
+        if augment is not None and augment.active and self.kind != "image":
+            raise UserError(f"data.augment warps images; {self.kind} data takes none (data.augment=null).")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"data.{key} must be a positive integer, got {value!r}.")
@@ -105,23 +152,30 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.data_train: InMemoryDataset | None = None
 
-    def load(self) -> tuple[Images, Images]:
-        """The training and test images with their labels; sets `classes`."""
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str] | None]:
+        """The training and test examples, the class names in label order, and a table's feature names.
+        Lightning runs prepare_data (once per machine) before every process's setup, which calls this."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
         if self.data_train is None:
-            train, test = self.load()
-            fit, val = random_split(train, self.val_split, "data.val_split", self.seed, self.folds, self.fold)
-            self.data_train, self.data_val, self.data_test = (
-                InMemoryDataset(*part) for part in (fit, val, test)
+            train, self.data_test, classes, features = self.load()
+            dtype = str(train.inputs.dtype).removeprefix("torch.")
+            spec = InputSpec(self.kind, list(train.inputs.shape[1:]), dtype, classes, features)
+            fit, val = random_split(
+                train.indices, self.val_split, "data.val_split", self.seed, self.folds, self.fold
             )
-            self.mean, self.std = fit_standardization(fit[0], self.normalize)  # the training split only
-            self.input_shape = list(fit[0].shape[1:])
+            self.data_train, self.data_val = train.subset(fit), train.subset(val)
+            spec.mean, spec.std = fit_standardization(
+                train.inputs, fit, self.normalize
+            )  # the training split only
+            self.spec = spec
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
             for data in (self.data_train, self.data_val, self.data_test):
-                data.tensors = tuple(tensor.to(device) for tensor in data.tensors)
+                data.inputs, data.labels, data.indices = (
+                    tensor.to(device) for tensor in (data.inputs, data.labels, data.indices)
+                )
 
     def loader(self, data: InMemoryDataset, batch_size: int, shuffle: bool) -> DataLoader:
         """A shard per process, in an order set by seed and epoch only (a resumed run shuffles the same)."""

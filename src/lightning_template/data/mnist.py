@@ -11,7 +11,7 @@ from typing import Any
 from filelock import FileLock
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
-from lightning_template.data.datamodule import Images, InMemoryDataModule
+from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset
 from lightning_template.errors import UserError
 
 # torchvision's classes know each dataset's files, checksums, mirrors and class names.
@@ -78,7 +78,6 @@ class MNISTDataModule(InMemoryDataModule):
                 f"again), or point paths.data_dir at a folder that holds {self.folder.parent.name}/raw/."
             ) from exc
 
-    def load(self) -> tuple[Images, Images]:
-        self.prepare_data()  # train() calls setup() on every process before Lightning's prepare_data
-        train, test = self.read(train=True), self.read(train=False)
-        return (train.data.unsqueeze(1), train.targets), (test.data.unsqueeze(1), test.targets)
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], None]:
+        train, test = (InMemoryDataset(p.data.unsqueeze(1), p.targets) for p in map(self.read, (True, False)))
+        return train, test, self.classes, None

@@ -1,9 +1,9 @@
-"""ClassifierModule: trains any classification network on raw pixels; knows nothing of MNIST."""
+"""ClassifierModule: trains any classification network on raw inputs, images or table rows; knows no dataset."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -23,8 +23,8 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 STRETCHABLE = (CosineAnnealingLR, ReduceLROnPlateau)  # schedules that a run resumed for longer can follow
 
 
-def build_network(config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """Build the network for the data's image shape and classes, refusing a `_target_` that is no nn.Module."""
+def check_network(config: Mapping[str, Any]) -> None:
+    """Refuse a `_target_` that is no nn.Module, before any data is read."""
     target = str(config.get("_target_"))
     try:
         is_module = issubclass(get_class(target), nn.Module)
@@ -32,13 +32,14 @@ def build_network(config: Mapping[str, Any], input_shape: Sequence[int], num_cla
         is_module = False
     if not is_module:
         raise UserError(f"model.net._target_={target!r} is not an nn.Module class.")
-    return instantiate(config, input_shape=input_shape, num_classes=num_classes)
 
 
 class ClassifierModule(L.LightningModule):
     """Loss, metrics and optimizer around any network. Its checkpoint holds the network's config (no pickled
-    code) and the standardization as buffers: loaded with weights_only=True, it turns raw pixels into logits."""
+    code), the data's InputSpec and its standardization as buffers: loaded with weights_only=True, it turns
+    raw inputs into logits."""
 
+    net: nn.Module
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -47,48 +48,65 @@ class ClassifierModule(L.LightningModule):
         net: Mapping[str, Any],
         optimizer: OptimizerFactory | None = None,
         scheduler: Mapping[str, Any] | None = None,
-        input_shape: Sequence[int] = (1, 28, 28),
-        class_names: Sequence[str] = tuple("0123456789"),
+        spec: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
-        data: Mapping[str, Any] | None = None,
     ) -> None:
-        """`input_shape` and `class_names` come from the data; `data` is its config, which eval reuses."""
+        """`spec` (InputSpec.description()) comes from a checkpoint; a new model takes its datamodule's."""
         super().__init__()
-        num_classes = len(class_names)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.net = build_network(net, input_shape, num_classes)
+        check_network(net)
         self.optimizer, self.scheduler, self.label_smoothing = optimizer, scheduler, label_smoothing
         if optimizer is not None:
             check_optimizer(optimizer)
-        # Fitted on the training split by the datamodule and set in `setup`; saved with the weights.
-        self.register_buffer("mean", torch.zeros(*input_shape))
-        self.register_buffer("std", torch.ones(*input_shape))
-        self.example_input_array = torch.zeros(2, *input_shape, dtype=torch.uint8)  # the model graph
+        if spec is not None:
+            self.build(spec)
 
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        per_class = MulticlassAccuracy(num_classes, average=None)  # one accuracy per class, named
-        self.test_class_acc = ClasswiseWrapper(per_class, labels=list(class_names), prefix="test/class_acc/")
+    def build(self, spec: Mapping[str, Any]) -> None:
+        """The network, buffers and metrics for the data's input shape and classes."""
+        self.hparams["spec"] = dict(spec)  # saved in checkpoints
+        shape, classes = spec["shape"], list(spec["classes"])
+        self.net = instantiate(self.hparams["net"], input_shape=shape, num_classes=len(classes))
+        self.register_buffer("mean", torch.zeros(*shape))  # the standardization, fitted on the training split
+        self.register_buffer("std", torch.ones(*shape))
+        self.example_input_array = torch.zeros(
+            2, *shape, dtype=getattr(torch, spec["dtype"])
+        )  # summary, export
+
+        self.train_acc = MulticlassAccuracy(len(classes), average="micro")
+        self.val_acc = MulticlassAccuracy(len(classes), average="micro")
+        self.test_acc = MulticlassAccuracy(len(classes), average="micro")
+        per_class = MulticlassAccuracy(len(classes), average=None)  # one accuracy per class, named
+        self.test_class_acc = ClasswiseWrapper(per_class, labels=classes, prefix="test/class_acc/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run remembers its best
 
     def setup(self, stage: str) -> None:
-        datamodule: Any = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and hasattr(datamodule, "mean"):
-            self.mean.copy_(datamodule.mean)
-            self.std.copy_(datamodule.std)
+        spec = self.trainer.datamodule.spec  # type: ignore[attr-defined]  # its setup has run (Lightning's order)
+        if self.hparams.get("spec") is None:  # a new model: built for this data, with its standardization
+            self.build(spec.description())
+            self.mean.copy_(spec.mean)
+            self.std.copy_(spec.std)
+        self.check_data(self.hparams["spec"], spec.description(), "the data")
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for raw pixels (uint8, or floats in [0, 255]) of shape (N, *input_shape)."""
-        return self.net((images.float() - self.mean) / self.std)
+    def check_data(self, mine: Mapping[str, Any], theirs: Mapping[str, Any], what: str) -> None:
+        """Refuse data whose inputs or classes differ from those the model was built for."""
+        differ = {key: value for key, value in theirs.items() if mine.get(key) != value}
+        if differ:
+            raise UserError(
+                f"The model was built for other data than {what}: it has {[mine.get(k) for k in differ]} as "
+                f"{', '.join(differ)} where {what} has {list(differ.values())}. Use the data it was trained on."
+            )
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits for raw inputs of the spec's shape: pixels (uint8, or floats in [0, 255]) or features."""
+        return self.net((inputs.float() - self.mean) / self.std)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        logits = self(images)
+        inputs, labels = batch
+        logits = self(inputs)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):  # stop before a NaN reaches the weights (on a GPU: one sync per step)
             raise UserError(
@@ -105,8 +123,8 @@ class ClassifierModule(L.LightningModule):
         self.log("train/acc", self.train_acc)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        logits = self(images)
+        inputs, labels = batch
+        logits = self(inputs)
         loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
         loss.update(F.cross_entropy(logits, labels), weight=len(labels))
         acc.update(logits, labels)
@@ -140,6 +158,7 @@ class ClassifierModule(L.LightningModule):
         checkpoint["max_epochs"] = self.trainer.max_epochs  # a run resumed for longer stretches its schedule
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_data(checkpoint["hyper_parameters"]["spec"], self.hparams["spec"], "the checkpoint")
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if self.scheduler and checkpoint.get("lr_schedulers"):  # resuming a fit (Lightning restores it next)

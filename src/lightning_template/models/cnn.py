@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lightning_template.errors import UserError
 from lightning_template.models.mlp import check_layers
 
 
@@ -24,6 +25,8 @@ class CNN(nn.Module):
         """`input_shape` (C, H, W) and `num_classes` come from the data, the rest from the config."""
         super().__init__()
         check_layers(list(hidden_sizes), dropout)
+        if len(input_shape) != 3:
+            raise UserError(f"model=cnn needs images (C, H, W); these inputs have shape {list(input_shape)}.")
         layers: list[nn.Module] = []
         depth, height, width = input_shape
         for out in channels:

@@ -1,0 +1,109 @@
+"""TableDataModule: rows of a CSV (or Parquet) file, numeric feature columns and one column of class labels."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset, random_split
+from lightning_template.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def read_table(path: str | Path, key: str) -> pd.DataFrame:
+    """A CSV file, or a Parquet file by its suffix (with pyarrow: pip install -e ".[parquet]")."""
+    try:
+        return pd.read_parquet(path) if Path(path).suffix == ".parquet" else pd.read_csv(path)
+    except ImportError as exc:
+        raise UserError(f'{key}={path}: Parquet files need pyarrow: pip install -e ".[parquet]".') from exc
+    except (OSError, ValueError) as exc:  # missing, empty or malformed
+        raise UserError(f"{key}={path} could not be read as a table ({exc}).") from exc
+
+
+def feature_values(frame: pd.DataFrame, features: list[str], key: str) -> pd.DataFrame:
+    """The feature columns as numbers (NaN where a cell is empty or no number), or which ones are missing."""
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        others = [name for name in frame.columns if name not in features]
+        raise UserError(
+            f"{key} has no column {', '.join(map(str, missing))}: the model was trained on the features "
+            f"{features}. Its other columns: {others}."
+        )
+    return frame[features].apply(pd.to_numeric, errors="coerce")
+
+
+def natural_key(value: Any) -> list[tuple[int, Any]]:
+    """Digits compare as numbers: class2 before class10."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", str(value))]
+
+
+class TableDataModule(InMemoryDataModule):
+    """Each row an example: by default every numeric column but the label and the id is a feature."""
+
+    kind = "table"
+
+    def __init__(
+        self,
+        train: str | Path,
+        label: str,
+        test: str | Path | None = None,
+        id: str | None = None,
+        features: list[str] | None = None,
+        test_split: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.train, self.label, self.test, self.id = train, label, test, id
+        self.features, self.test_split = features, test_split
+
+    def examples(
+        self, frame: pd.DataFrame, key: str, features: list[str], classes: list[Any]
+    ) -> InMemoryDataset:
+        """The rows as float32 features and label numbers; an empty cell or an unknown label stops."""
+        values = feature_values(frame, features, key)
+        if self.label not in frame.columns:
+            raise UserError(f"{key} has no column data.label={self.label}.")
+        if values.isna().any().any():
+            empty = values.columns[values.isna().any()].tolist()
+            raise UserError(
+                f"{key}: the column(s) {empty} have empty or non-numeric cells; fill or drop them."
+            )
+        labels = frame[self.label].map({value: number for number, value in enumerate(classes)})
+        if labels.isna().any():
+            unknown = frame[self.label][labels.isna()].unique().tolist()[:5]
+            raise UserError(f"{key}: the label(s) {unknown} are none of the training classes {classes}.")
+        return InMemoryDataset(
+            torch.from_numpy(values.to_numpy(np.float32)), torch.from_numpy(labels.to_numpy())
+        )
+
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str]]:
+        frame, key = read_table(self.train, "data.train"), f"data.train={self.train}"
+        for name, column in (("label", self.label), ("id", self.id)):
+            if column is not None and column not in frame.columns:
+                raise UserError(
+                    f"data.{name}={column} is no column of {key}; it has {frame.columns.tolist()}."
+                )
+        numeric = frame.select_dtypes("number").columns
+        features = self.features or [name for name in numeric if name not in (self.label, self.id)]
+        ignored = [name for name in frame.columns if name not in (*features, self.label, self.id)]
+        if not features:
+            raise UserError(f"{key} has no numeric column besides data.label and data.id to learn from.")
+        if ignored:
+            log.info("Not features (not numbers, or not in data.features): %s", ignored)
+        if frame[self.label].isna().any():
+            raise UserError(f"{key}: some rows have no label in column {self.label}; fill or drop them.")
+        classes = sorted(frame[self.label].unique(), key=None if self.label in numeric else natural_key)
+        train = self.examples(frame, key, features, classes)
+        names = [str(value) for value in classes]
+        if self.test is None:  # a seeded split, drawn before validation's
+            rest, part = random_split(train.indices, self.test_split, "data.test_split", self.seed)
+            return train.subset(rest), train.subset(part), names, features
+        test = self.examples(read_table(self.test, "data.test"), f"data.test={self.test}", features, classes)
+        return train, test, names, features
