@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 ARGS ?=
+IMAGES_ARGS ?=  # scripts/benchmark_images.py's, e.g. IMAGES_ARGS="--images 3000"
 
 .DEFAULT_GOAL := help
 .PHONY: help install train eval test test-fast test-slurm test-gpu gpu-report bench lint typecheck format rename clean
@@ -49,8 +50,9 @@ test-gpu: $(INSTALLED)  ## the GPU tests (tests/test_gpu.py): trainer=gpu, bf16-
 gpu-report: $(INSTALLED)  ## on a GPU: make bench rows and mlp_best's accuracy, appended to docs/performance.md
 	$(BIN)/python scripts/gpu_report.py $(ARGS)
 
-bench: $(INSTALLED)  ## template vs plain PyTorch loop, feature by feature (about 5 minutes); ARGS="--batch-size 256"
+bench: $(INSTALLED)  ## the loop against plain PyTorch (5 min), then a 50,000-image folder against torchvision's (5 min)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+	$(BIN)/python scripts/benchmark_images.py $(IMAGES_ARGS)
 
 lint: $(INSTALLED)  ## ruff lint and format check, then mypy
 	$(BIN)/ruff check src tests scripts

@@ -17,7 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_template.checkpoints import load_checkpoint
-from lightning_template.data.image_folder import ImageFolderDataModule
+from lightning_template.data.image_folder import ImageFolderDataModule, read_image
 from lightning_template.errors import UserError
 from lightning_template.eval import evaluate
 from lightning_template.export import export
@@ -260,7 +260,7 @@ def test_a_grayscale_image_among_colour_ones_is_named(
     Image.fromarray(pattern("dog", np.random.default_rng(0))).convert("L").save(root / odd_one)
     with pytest.raises(
         UserError,
-        match=rf"{re.escape(str(root / named))} has {channels} channel\(s\) where the first training image has",
+        match=rf"{re.escape(str(root / named))} could not be read as an image \(it has {channels} channel\(s\) where the first training image has",
     ):
         load(root)
 
@@ -270,7 +270,7 @@ def test_a_bad_image_size_and_test_classes_unlike_train_name_the_problem(tmp_pat
         ImageFolderDataModule(root=tmp_path, image_size=[32])
     root = write_folder(tmp_path / "pets", {"train": 3, "test": 2})
     (root / "test" / "fox").rename(root / "test" / "wolf")
-    with pytest.raises(UserError, match=r"test needs the class folders of train/, \['cat', 'dog', 'fox'\]"):
+    with pytest.raises(UserError, match=r"test/ needs the class folders of train/, \['cat', 'dog', 'fox'\]"):
         ImageFolderDataModule(root=root, image_size=[16, 16], cache_dir=tmp_path).setup("fit")
 
 
@@ -301,3 +301,82 @@ def test_the_readme_commands_train_evaluate_and_predict_on_an_image_folder(
     written = next((tmp_path / "logs" / "predict" / "runs").glob("*/predictions.csv"))
     rows = list(csv.DictReader(written.read_text().splitlines()))
     assert len(rows) == 12 and {row["class"] for row in rows} <= set(CLASSES)
+
+
+def test_images_are_decoded_once_into_a_cache_that_a_changed_file_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, cache = write_folder(tmp_path / "pets", {"train": 4, "test": 2}), tmp_path / "cache"
+    first = ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2, cache_dir=cache)
+    first.prepare_data()  # as Lightning does, once per machine: decodes
+    first.setup("fit")
+    files = sorted(path.name for path in cache.glob("*.npy"))
+    assert len(files) == 2 and files[0].startswith("pets-test-") and files[1].startswith("pets-train-")
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(ImageFolderDataModule, "decode", no_decoding)
+    again = ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2, cache_dir=cache)
+    again.setup("fit")  # reads the cache only, memory-mapped
+    assert all(
+        torch.equal(x, y) for x, y in zip(examples(first.data_train), examples(again.data_train), strict=True)
+    )
+    monkeypatch.undo()
+    Image.fromarray(pattern("fox", np.random.default_rng(9))).save(root / "train" / "cat" / "00.png")
+    changed = ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2, cache_dir=cache)
+    changed.setup("fit")
+    assert len(list(cache.glob("pets-train-*.npy"))) == 2  # a new file for the new contents
+    assert not torch.equal(changed.data_train.inputs, first.data_train.inputs)
+
+
+def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:
+    gradient = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 to 65,472
+    Image.fromarray(gradient).save(tmp_path / "deep.png")
+    image = read_image(tmp_path / "deep.png", (32, 32))
+    assert image.shape == (1, 32, 32) and int(image.max()) == 65472 // 257
+    assert float(image.float().mean()) == pytest.approx(gradient.mean() / 257, abs=1)  # not clipped white
+
+
+def test_class_names_in_any_script_train_and_are_listed_where_the_font_cannot_draw_them(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    root = write_folder(tmp_path / "birds", {"train": 4})
+    (root / "train" / "fox").rename(root / "train" / "鳥")
+    metrics = train(
+        make_cfg("train", ["data=image_folder", f"data.root={root}", "data.image_size=[16,16]", *QUIET])
+    )
+    assert "test/class_acc/鳥" in metrics
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    legends = [event.tensor_proto.string_val[0].decode() for event in events.Tensors("classes/text_summary")]
+    assert legends and all("2: 鳥" in legend for legend in legends)
+
+
+def test_a_missing_root_is_one_paragraph(tmp_path: Path) -> None:
+    result = run_cli("lightning_template.train", ["data=image_folder"], cwd=tmp_path)
+    assert result.returncode == 2
+    error = "Error: data.root is required: pass data.root=<value> (its config says what it takes).\n"
+    assert result.stderr.endswith(f"\n{error}")  # after Lightning's "Seed set to 42"
+
+
+def test_resuming_on_other_data_is_refused_naming_what_differs(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    root = write_folder(tmp_path / "pets", {"train": 4})
+    data = ["data=image_folder", f"data.root={root}", "data.image_size=[16,16]", *QUIET]
+    train(make_cfg("train", [*data, "trainer.max_epochs=1"]))
+    (root / "train" / "fox").rename(root / "train" / "owl")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    with pytest.raises(
+        UserError,
+        match=r"The checkpoint has classes \['cat', 'dog', 'fox'\] where this data has \['cat', 'dog', 'owl'\]",
+    ):
+        train(make_cfg("train", [*data, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert {path: after[path] for path in before} == before  # nothing lost or changed
+    # Lightning opens the loggers before the data is set up: an empty TensorBoard file is all that is new.
+    assert all(
+        path.parent.name == "tensorboard" and len(after[path]) < 100 for path in set(after) - set(before)
+    )

@@ -10,7 +10,6 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib import colormaps
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.utils.tensorboard.summary import hparams
@@ -74,14 +73,11 @@ def confident_mistakes(samples: Samples, k: int) -> Samples:
 
 
 class PredictionImages(L.Callback):
-    """TensorBoard images of what the model gets wrong and how, which accuracy alone cannot tell: confusion
-    matrices for every kind of data, and for images the images with their predictions."""
+    """What accuracy cannot tell: confusion matrices and, for images, the images with their predictions."""
 
     def __init__(self, num_images: int = 16) -> None:
         self.num_images = num_images
-        self.tensorboard: TensorBoardLogger | None = None
         self.shown: list[tuple[Tensor, Tensor, Tensor]] = []  # val images, preds, labels
-        self.mistakes: list[Samples] = []  # each test batch's candidates on this process
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -94,6 +90,7 @@ class PredictionImages(L.Callback):
             stage: MulticlassConfusionMatrix(len(self.names)).to(trainer.strategy.root_device)
             for stage in ("val", "test")
         }
+        self.mistakes: list[Samples] = []  # each test batch's candidates on this process (one test epoch)
 
     def draw_confusion(self, trainer: L.Trainer, stage: str) -> None:
         """Every process takes part in computing (which syncs the counts); rank zero draws."""
@@ -129,10 +126,6 @@ class PredictionImages(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.draw_confusion(trainer, "val")
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.confusion["test"].reset()
-        self.mistakes = []
-
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
@@ -140,10 +133,9 @@ class PredictionImages(L.Callback):
             return
         (images, labels), logits = batch, outputs["logits"]
         self.confusion["test"].update(logits, labels)
-        if not self.images:
-            return
-        confidences, preds = logits.softmax(1).max(1)
-        self.mistakes.append(confident_mistakes((images, preds, labels, confidences), self.num_images))
+        if self.images:
+            confidences, preds = logits.softmax(1).max(1)
+            self.mistakes.append(confident_mistakes((images, preds, labels, confidences), self.num_images))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.draw_confusion(trainer, "test")
@@ -173,9 +165,7 @@ class LogHyperparameters(L.Callback):
     """Sends `params` to every logger when fitting starts, so that a refused resume writes nothing."""
 
     def __init__(self, params: Mapping[str, Any], metrics: Sequence[str]) -> None:
-        self.params = flatten(
-            OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else params
-        )
+        self.params = flatten(params)  # a DictConfig resolves its interpolations as it is read
         self.metrics = dict.fromkeys(metrics, 0.0)  # the columns of the HPARAMS table
 
     @rank_zero_only

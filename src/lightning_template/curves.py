@@ -15,7 +15,6 @@ class LearningCurves(L.Callback):
     def __init__(self, path: str | Path = "curves.png") -> None:
         self.path = Path(path)
         self.history: dict[str, dict[int, float]] = {}  # "train/loss" -> epoch -> value
-        self.trainer: L.Trainer | None = None
         self.train_epoch: int | None = None  # the last training epoch: the module logs its values at its end
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -23,7 +22,7 @@ class LearningCurves(L.Callback):
 
     def record(self, stage: str, epoch: int | None) -> None:
         """Keep `<stage>/loss` and `<stage>/acc` of an epoch (under DDP: the synced values)."""
-        if self.trainer is None or epoch is None:
+        if epoch is None:  # no epoch yet, so no trainer either
             return
         for name, value in self.trainer.callback_metrics.items():
             if name in (f"{stage}/loss", f"{stage}/acc"):

@@ -26,8 +26,7 @@ class UserError(Exception):
 
 
 def user_error_in(exc: BaseException) -> UserError | None:
-    """The UserError behind `exc`, also when Hydra's instantiate wrapped it (once per nesting level), or for a
-    required value that was not given."""
+    """The UserError behind `exc`, also inside Hydra's InstantiationExceptions, or one for a missing value."""
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
     if isinstance(exc, MissingMandatoryValue):  # a `???` in conf/, such as data.root of data=image_folder

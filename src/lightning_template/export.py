@@ -35,20 +35,20 @@ def export_onnx(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor],
     except ImportError as exc:
         message = f'format=onnx needs {exc.name}: pip install -e ".[export]", or use format=torchscript.'
         raise UserError(message) from exc
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines narrate each graph optimization pass
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for logger in ("onnxscript", "onnx_ir"):  # their INFO lines narrate each graph optimization pass
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    name = INPUT_NAMES[model.hparams["spec"]["kind"]]
     torch.onnx.export(
         nn.Sequential(model, nn.Softmax(dim=1)).eval(),
         (model.example_input_array,),  # two inputs: a batch of one would be fixed as a constant
         path,
-        input_names=[INPUT_NAMES[model.hparams["spec"]["kind"]]],
+        input_names=[name],
         dynamic_shapes=[{0: torch.export.Dim("batch")}],
         external_data=False,  # one self-contained file
         dynamo=True,
         verbose=False,
     )
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = INPUT_NAMES[model.hparams["spec"]["kind"]]
     return lambda inputs: torch.from_numpy(session.run(None, {name: inputs.numpy()})[0])
 
 

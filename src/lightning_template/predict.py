@@ -20,6 +20,7 @@ from lightning_template.errors import UserError, report_user_errors
 
 # MNIST's digits are fitted into a 20x20 box, with their centre of mass at (14, 14) of the 28x28 field.
 FIELD, BOX, CENTRE = 28, 20, 14.0
+Read = tuple[pd.DataFrame, list[torch.Tensor], list[str]]  # what names each input, the inputs read, errors
 
 
 def find_inputs(inputs: str | list[str] | ListConfig | None) -> list[Path]:
@@ -67,9 +68,7 @@ def mnist_like(path: Path) -> torch.Tensor:
     return torch.from_numpy(field).unsqueeze(0)
 
 
-def read_images(
-    spec: dict[str, Any], files: list[Path]
-) -> tuple[pd.DataFrame, list[torch.Tensor], list[str]]:
+def read_images(spec: dict[str, Any], files: list[Path]) -> Read:
     """Each file's pixels as the model takes them, or why it could not be read."""
     (channels, *size), classes = spec["shape"], spec["classes"]
     digits = [channels, *size] == [1, FIELD, FIELD] and classes == list("0123456789")  # an MNIST-like model
@@ -83,13 +82,13 @@ def read_images(
     return pd.DataFrame({"path": list(map(str, files))}), images, errors
 
 
-def read_rows(spec: dict[str, Any], files: list[Path]) -> tuple[pd.DataFrame, list[torch.Tensor], list[str]]:
+def read_rows(spec: dict[str, Any], files: list[Path]) -> Read:
     """Each row's features, or which cells are empty or no number; every other column is passed through."""
     frame = pd.concat([read_table(path, "inputs") for path in files], ignore_index=True)
     values = feature_values(frame, spec["features"], f"inputs={', '.join(map(str, files))}")
     empty = values.isna().to_numpy()
     errors = [f"empty or no number: {', '.join(values.columns[row])}" if row.any() else "" for row in empty]
-    rows = torch.from_numpy(values[~empty.any(axis=1)].to_numpy(np.float32))
+    rows = torch.tensor(values[~empty.any(axis=1)].to_numpy(np.float32))
     return frame.drop(columns=spec["features"]), list(rows), errors
 
 
@@ -109,9 +108,9 @@ def predict(cfg: DictConfig) -> Path:
     read = given.index[[not error for error in errors]]
     predicted = pd.DataFrame(probabilities.numpy(), columns=columns, index=read)
     predicted.insert(0, "class", [names[i] for i in probabilities.argmax(dim=1).tolist()])
-    taken = {"class", "error", *columns}  # a column of the inputs with one of these names is kept, renamed
-    given = given.rename(columns=lambda name: f"{name}_given" if name in taken else name)
-    result = given.join(predicted).assign(error=errors)
+    result = given.join(predicted, suffixes=("_given", "")).assign(
+        error=errors
+    )  # an input's `class` is class_given
     csv_path = Path(cfg.output_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(csv_path, index=False, float_format="%.6f")

@@ -33,12 +33,6 @@ OmegaConf.register_new_resolver("if_gpu", lambda accelerator, gpu, cpu: gpu if a
 
 
 @rank_zero_only
-def print_config(cfg: DictConfig) -> None:
-    """The composed config when the run starts, in whole lines: the log shows what ran."""
-    print(OmegaConf.to_yaml(cfg, resolve=True))
-
-
-@rank_zero_only
 def print_summary(title: str, metrics: Mapping[str, float], places: Mapping[str, str]) -> None:
     """The run's final numbers, then where it was written and how to look at it."""
     width = max(map(len, metrics), default=0)
@@ -60,9 +54,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """The Trainer of the `trainer` group, with the `logger` group's loggers."""
     max_epochs = cfg.trainer.get("max_epochs")
     if type(max_epochs) is not int or not (max_epochs >= 1 or max_epochs == -1):  # bool is no epoch count
-        raise UserError(
-            f"trainer.max_epochs must be a whole number >= 1 (or -1: no limit), got {max_epochs!r}."
-        )
+        raise UserError(f"trainer.max_epochs must be an integer >= 1 (or -1: no limit), got {max_epochs!r}.")
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         raise UserError(
             "trainer.accelerator=gpu (trainer=gpu, ddp): no CUDA GPU is visible; use trainer=cpu or ddp_cpu."
@@ -121,16 +113,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.seed = L.seed_everything(run_seed(cfg, ckpt_path), workers=True)
     datamodule = instantiate(cfg.data)
     model: ClassifierModule = instantiate(  # its network is built for the data's spec when fitting starts
-        cfg.model,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.get("scheduler"))
     )
     command_dir = cfg.paths.output_dir  # Hydra's: this command's config and log
     if ckpt_path:  # checked first: only then does the run continue in its checkpoint's directory
         with open_dict(cfg):
             cfg.paths.output_dir = check_resume(ckpt_path, model, cfg.trainer.max_epochs) or command_dir
-    if cfg.get("print_config"):
-        print_config(cfg)
+    if cfg.get("print_config"):  # the log shows what ran
+        rank_zero_only(print)(OmegaConf.to_yaml(cfg, resolve=True))
     callbacks = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values() if callback]
     if cfg.get("init_from"):  # fine-tuning: the weights only, into this new run
         callbacks.append(InitWeights(cfg.init_from, cfg.model.net._target_))

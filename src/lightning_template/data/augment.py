@@ -11,8 +11,7 @@ from lightning_template.errors import UserError
 
 
 class RandomWarp:
-    """A random rotation, shift, zoom and elastic distortion per image (all 0 = off). torchvision's v2
-    transforms draw one warp per call, for the whole batch; here each image gets its own, on the device."""
+    """Random rotation, shift, zoom and elastic warp per image (0 = off); torchvision draws one per batch."""
 
     def __init__(
         self,
@@ -37,10 +36,8 @@ class RandomWarp:
         rand = torch.rand(b, 4, device=images.device) * 2 - 1
         angle, zoom = rand[:, 0] * self.rotate, 1 + rand[:, 1] * self.scale
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        tx, ty = (
-            rand[:, 2] * self.translate_px * 2 / w,
-            rand[:, 3] * self.translate_px * 2 / h,
-        )  # 1 px: 2/size
+        tx = rand[:, 2] * self.translate_px * 2 / w  # 1 px: 2/size
+        ty = rand[:, 3] * self.translate_px * 2 / h
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
         if self.elastic_alpha:

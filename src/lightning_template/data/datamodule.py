@@ -1,5 +1,4 @@
-"""InMemoryDataModule: labelled images or table rows as tensors (in memory or memory-mapped), split,
-standardized and batched; each source implements `load()`."""
+"""InMemoryDataModule: labelled images or table rows as tensors (in memory or mapped), split and batched."""
 
 from __future__ import annotations
 
@@ -9,29 +8,27 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_convert
 
 from lightning_template.data.augment import RandomWarp
 from lightning_template.errors import UserError
 
 NORMALIZE = {"image": ("global", "per_pixel", "none"), "table": ("per_feature", "none")}
-Examples = tuple[
-    torch.Tensor, torch.Tensor
-]  # inputs (N, *shape): uint8 pixels or float32 features; labels (N,)
+Examples = tuple[Tensor, Tensor]  # inputs (N, *shape): uint8 pixels or float32 features; labels (N,)
 
 
 @dataclass
 class InputSpec:
-    """The contract between data and model: what a model's inputs are, saved in its checkpoint so that eval,
-    predict and export need nothing else."""
+    """The contract between data and model, saved in its checkpoint: eval, predict and export need no more."""
 
     kind: str  # image: uint8 pixels (C, H, W) | table: float32 features (F,)
     shape: list[int]
     dtype: str  # the inputs' torch dtype: uint8 | float32
     classes: list[str]  # one name per label, in label order
     features: list[str] | None = None  # a table's columns, in order
-    mean: torch.Tensor | None = None  # the standardization, fitted on the training split: (x - mean) / std
-    std: torch.Tensor | None = None
+    mean: Tensor | None = None  # the standardization, fitted on the training split: (x - mean) / std
+    std: Tensor | None = None
 
     def description(self) -> dict[str, Any]:
         """Everything but the statistics (which the model keeps as buffers): plain values for hparams."""
@@ -41,16 +38,14 @@ class InputSpec:
 class InMemoryDataset(Dataset):
     """A subset of examples by index; the DataLoader gets a whole batch with one indexing op per tensor."""
 
-    def __init__(
-        self, inputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None
-    ) -> None:
+    def __init__(self, inputs: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
         self.inputs, self.labels = inputs, labels
         self.indices = torch.arange(len(labels)) if indices is None else indices
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def subset(self, indices: torch.Tensor) -> InMemoryDataset:
+    def subset(self, indices: Tensor) -> InMemoryDataset:
         """The same tensors, other examples: no copy."""
         return InMemoryDataset(self.inputs, self.labels, indices)
 
@@ -63,15 +58,13 @@ def split_size(split: float, total: int, key: str) -> int:
     """A fraction of `total` like Keras' validation_split, or a count."""
     size = round(split * total) if isinstance(split, float) and 0 < split < 1 else split
     if isinstance(split, bool) or not isinstance(size, int) or not 0 < size < total:
-        raise UserError(
-            f"{key} must be a fraction in (0, 1) or a count from 1 to {total - 1}, got {split!r}."
-        )
+        raise UserError(f"{key} must be a fraction in (0, 1) or a count in [1, {total - 1}], got {split!r}.")
     return size
 
 
 def random_split(
-    indices: torch.Tensor, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+    indices: Tensor, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
+) -> tuple[Tensor, Tensor]:
     """A seeded split of `indices` into (the rest, a part): `split` of them (a fraction or a count), or with
     `folds`, part number `fold` of that many (k-fold cross-validation)."""
     order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
@@ -81,9 +74,7 @@ def random_split(
     return order[~torch.isin(order, part)], part  # the rest in the order drawn
 
 
-def fit_standardization(
-    inputs: torch.Tensor, indices: torch.Tensor, normalize: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_standardization(inputs: Tensor, indices: Tensor, normalize: str) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation (one input's shape) of `inputs[indices]`: one value for all pixels, per
     pixel or feature, or none ([0, 1] for pixels); read in slices, so a memory-mapped set stays on disk."""
     shape, pixels = inputs.shape[1:], inputs.dtype == torch.uint8
@@ -110,8 +101,7 @@ def fit_standardization(
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Splits, standardization, batches and augmentation shared by every source. A source sets `kind` and
-    implements `load()`; `setup` then describes the data in `spec`, which the model is built for."""
+    """What every source shares; a source sets `kind` and implements `load()`, and setup() describes it in `spec`."""
 
     kind = "image"  # or "table": what the inputs are, so what normalization, augmentation and callbacks apply
     spec: InputSpec  # set by setup()
@@ -144,7 +134,7 @@ class InMemoryDataModule(L.LightningDataModule):
         valid_folds = type(folds) is int and type(fold) is int and folds >= 2 and 0 <= fold < folds
         if (folds is not None or fold) and not valid_folds:  # data.fold alone, or data.folds=0, is no k-fold
             raise UserError(
-                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
+                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r}, {fold!r}."
             )
         self.val_split, self.batch_size, self.eval_batch_size = val_split, batch_size, eval_batch_size
         self.folds, self.fold = folds, fold
@@ -166,9 +156,8 @@ class InMemoryDataModule(L.LightningDataModule):
                 train.indices, self.val_split, "data.val_split", self.seed, self.folds, self.fold
             )
             self.data_train, self.data_val = train.subset(fit), train.subset(val)
-            spec.mean, spec.std = fit_standardization(
-                train.inputs, fit, self.normalize
-            )  # the training split only
+            # The standardization: fitted on the training split only.
+            spec.mean, spec.std = fit_standardization(train.inputs, fit, self.normalize)
             self.spec = spec
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
@@ -203,9 +192,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return self.loader(self.data_test, self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, torch.Tensor) or not (
-            self.augment.active and self.trainer and self.trainer.training
-        ):
+        if isinstance(batch, Tensor) or not (self.augment.active and self.trainer and self.trainer.training):
             return batch  # the model's example input (summary, graph) passes through here too
         images, labels = batch
         return self.augment(images.float()), labels

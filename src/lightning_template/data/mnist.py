@@ -23,9 +23,7 @@ def unpacked(archive: Path) -> bool:
     target = archive.with_suffix("")
     if not (archive.exists() and target.exists()):
         return False
-    with archive.open("rb") as file:
-        file.seek(max(archive.stat().st_size - 4, 0))
-        return target.stat().st_size == int.from_bytes(file.read(), "little")
+    return target.stat().st_size == int.from_bytes(archive.read_bytes()[-4:], "little")
 
 
 def unpack(archive: Path) -> None:

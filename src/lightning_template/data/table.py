@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,6 @@ def feature_values(frame: pd.DataFrame, features: list[str], key: str) -> pd.Dat
     return frame[features].apply(pd.to_numeric, errors="coerce")
 
 
-def natural_key(value: Any) -> list[tuple[int, Any]]:
-    """Digits compare as numbers: class2 before class10."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", str(value))]
-
-
 class TableDataModule(InMemoryDataModule):
     """Each row an example: by default every numeric column but the label and the id is a feature."""
 
@@ -59,51 +53,41 @@ class TableDataModule(InMemoryDataModule):
         test_split: float = 0.2,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"normalize": "per_feature", **kwargs})
         self.train, self.label, self.test, self.id = train, label, test, id
         self.features, self.test_split = features, test_split
 
     def examples(
         self, frame: pd.DataFrame, key: str, features: list[str], classes: list[Any]
     ) -> InMemoryDataset:
-        """The rows as float32 features and label numbers; an empty cell or an unknown label stops."""
+        """Rows as float32 features and label numbers; an empty cell or an unknown label stops."""
         values = feature_values(frame, features, key)
-        if self.label not in frame.columns:
-            raise UserError(f"{key} has no column data.label={self.label}.")
-        if values.isna().any().any():
+        if values.isna().any().any() or self.label not in frame.columns:
             empty = values.columns[values.isna().any()].tolist()
-            raise UserError(
-                f"{key}: the column(s) {empty} have empty or non-numeric cells; fill or drop them."
-            )
+            raise UserError(f"{key}: fill or drop the empty or non-numeric cells of {empty}.")
         labels = frame[self.label].map({value: number for number, value in enumerate(classes)})
         if labels.isna().any():
             unknown = frame[self.label][labels.isna()].unique().tolist()[:5]
-            raise UserError(f"{key}: the label(s) {unknown} are none of the training classes {classes}.")
-        return InMemoryDataset(
-            torch.from_numpy(values.to_numpy(np.float32)), torch.from_numpy(labels.to_numpy())
-        )
+            raise UserError(f"{key}: the labels {unknown} are none of the training classes {classes}.")
+        return InMemoryDataset(torch.tensor(values.to_numpy(np.float32)), torch.tensor(labels.to_numpy()))
 
     def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str]]:
-        frame, key = read_table(self.train, "data.train"), f"data.train={self.train}"
+        frame = read_table(self.train, "data.train")
         for name, column in (("label", self.label), ("id", self.id)):
             if column is not None and column not in frame.columns:
-                raise UserError(
-                    f"data.{name}={column} is no column of {key}; it has {frame.columns.tolist()}."
-                )
-        numeric = frame.select_dtypes("number").columns
+                raise UserError(f"data.{name}={column} is none of the columns {list(frame)}.")
+        numeric = frame.select_dtypes("number").columns  # classes sort as numbers in a column of numbers
         features = self.features or [name for name in numeric if name not in (self.label, self.id)]
-        ignored = [name for name in frame.columns if name not in (*features, self.label, self.id)]
         if not features:
-            raise UserError(f"{key} has no numeric column besides data.label and data.id to learn from.")
-        if ignored:
-            log.info("Not features (not numbers, or not in data.features): %s", ignored)
-        if frame[self.label].isna().any():
-            raise UserError(f"{key}: some rows have no label in column {self.label}; fill or drop them.")
-        classes = sorted(frame[self.label].unique(), key=None if self.label in numeric else natural_key)
-        train = self.examples(frame, key, features, classes)
-        names = [str(value) for value in classes]
+            raise UserError(f"data.train={self.train} has no numeric column besides the label and id.")
+        log.info("Features: %s; not used: %s", features, [c for c in frame if c not in features])
+        classes = sorted(frame[self.label].dropna().unique())
+        train = self.examples(frame, f"data.train={self.train}", features, classes)
         if self.test is None:  # a seeded split, drawn before validation's
             rest, part = random_split(train.indices, self.test_split, "data.test_split", self.seed)
-            return train.subset(rest), train.subset(part), names, features
-        test = self.examples(read_table(self.test, "data.test"), f"data.test={self.test}", features, classes)
-        return train, test, names, features
+            train, test = train.subset(rest), train.subset(part)
+        else:
+            test = self.examples(
+                read_table(self.test, "data.test"), f"data.test={self.test}", features, classes
+            )
+        return train, test, [str(value) for value in classes], features

@@ -63,20 +63,19 @@ class ClassifierModule(L.LightningModule):
         if spec is not None:
             self.build(spec)
 
-    def build(self, spec: Mapping[str, Any]) -> None:
-        """The network, buffers and metrics for the data's input shape and classes."""
-        self.hparams["spec"] = dict(spec)  # saved in checkpoints
+    def build(
+        self, spec: Mapping[str, Any], mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+    ) -> None:
+        """The network, standardization and metrics for the data's inputs and classes (`spec`, saved with them)."""
+        self.hparams["spec"] = dict(spec)
         shape, classes = spec["shape"], list(spec["classes"])
         self.net = instantiate(self.hparams["net"], input_shape=shape, num_classes=len(classes))
-        self.register_buffer("mean", torch.zeros(*shape))  # the standardization, fitted on the training split
-        self.register_buffer("std", torch.ones(*shape))
-        self.example_input_array = torch.zeros(
-            2, *shape, dtype=getattr(torch, spec["dtype"])
-        )  # summary, export
-
-        self.train_acc = MulticlassAccuracy(len(classes), average="micro")
-        self.val_acc = MulticlassAccuracy(len(classes), average="micro")
-        self.test_acc = MulticlassAccuracy(len(classes), average="micro")
+        self.register_buffer("mean", torch.zeros(shape) if mean is None else mean.clone())
+        self.register_buffer("std", torch.ones(shape) if std is None else std.clone())
+        # Two inputs, as the data has them: for the model summary, the graph and export.
+        self.example_input_array = torch.zeros(2, *shape, dtype=getattr(torch, spec["dtype"]))
+        accuracies = (MulticlassAccuracy(len(classes), average="micro") for _ in range(3))
+        self.train_acc, self.val_acc, self.test_acc = accuracies
         per_class = MulticlassAccuracy(len(classes), average=None)  # one accuracy per class, named
         self.test_class_acc = ClasswiseWrapper(per_class, labels=classes, prefix="test/class_acc/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -86,19 +85,8 @@ class ClassifierModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         spec = self.trainer.datamodule.spec  # type: ignore[attr-defined]  # its setup has run (Lightning's order)
         if self.hparams.get("spec") is None:  # a new model: built for this data, with its standardization
-            self.build(spec.description())
-            self.mean.copy_(spec.mean)
-            self.std.copy_(spec.std)
-        self.check_data(self.hparams["spec"], spec.description(), "the data")
-
-    def check_data(self, mine: Mapping[str, Any], theirs: Mapping[str, Any], what: str) -> None:
-        """Refuse data whose inputs or classes differ from those the model was built for."""
-        differ = {key: value for key, value in theirs.items() if mine.get(key) != value}
-        if differ:
-            raise UserError(
-                f"The model was built for other data than {what}: it has {[mine.get(k) for k in differ]} as "
-                f"{', '.join(differ)} where {what} has {list(differ.values())}. Use the data it was trained on."
-            )
+            self.build(spec.description(), spec.mean, spec.std)
+        check_data(spec.description(), self.hparams["spec"], "The data", "the model")
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits for raw inputs of the spec's shape: pixels (uint8, or floats in [0, 255]) or features."""
@@ -158,7 +146,9 @@ class ClassifierModule(L.LightningModule):
         checkpoint["max_epochs"] = self.trainer.max_epochs  # a run resumed for longer stretches its schedule
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.check_data(checkpoint["hyper_parameters"]["spec"], self.hparams["spec"], "the checkpoint")
+        check_data(
+            checkpoint["hyper_parameters"]["spec"], self.hparams["spec"], "The checkpoint", "this data"
+        )
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if self.scheduler and checkpoint.get("lr_schedulers"):  # resuming a fit (Lightning restores it next)
@@ -183,6 +173,16 @@ def resume_schedule(checkpoint: dict[str, Any], max_epochs: int | None) -> None:
     if max_epochs is not None and checkpoint.get("max_epochs", max_epochs) != max_epochs and "T_max" in state:
         rates = [group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"]]
         state.update(T_max=max(1, max_epochs - checkpoint["epoch"] - 1), base_lrs=rates, last_epoch=0)
+
+
+def check_data(
+    found: Mapping[str, Any], expected: Mapping[str, Any], found_in: str, expected_in: str
+) -> None:
+    """Refuse data whose inputs or classes differ from those the model was built for."""
+    differ = [key for key, value in found.items() if value != expected.get(key)]
+    if differ:
+        what = "; ".join(f"{key} {found[key]} where {expected_in} has {expected.get(key)}" for key in differ)
+        raise UserError(f"{found_in} has {what}. Use the data the model was trained on.")
 
 
 def check_optimizer(factory: OptimizerFactory) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lightning_template.errors import UserError
-from lightning_template.models.mlp import check_layers
+from lightning_template.models.mlp import dense_layers
 
 
 class CNN(nn.Module):
@@ -24,7 +24,6 @@ class CNN(nn.Module):
     ) -> None:
         """`input_shape` (C, H, W) and `num_classes` come from the data, the rest from the config."""
         super().__init__()
-        check_layers(list(hidden_sizes), dropout)
         if len(input_shape) != 3:
             raise UserError(f"model=cnn needs images (C, H, W); these inputs have shape {list(input_shape)}.")
         layers: list[nn.Module] = []
@@ -32,12 +31,7 @@ class CNN(nn.Module):
         for out in channels:
             layers += [nn.Conv2d(depth, out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
             depth, height, width = out, height // 2, width // 2
-        layers.append(nn.Flatten())
-        features = depth * height * width
-        for units in hidden_sizes:
-            layers += [nn.Linear(features, units), nn.ReLU(), nn.Dropout(dropout)]
-            features = units
-        layers.append(nn.Linear(features, num_classes))
+        layers += dense_layers(depth * height * width, hidden_sizes, num_classes, dropout)
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,22 @@ from torch import nn
 from lightning_template.errors import UserError
 
 
-def check_layers(hidden_sizes: Sequence[int], dropout: float) -> None:
-    """Refuse sizes and dropout rates that would build a broken network."""
+def dense_layers(
+    width: int, hidden_sizes: Sequence[int], num_classes: int, dropout: float, batch_norm: bool = False
+) -> nn.Sequential:
+    """Flatten, Linear (BatchNorm), ReLU and Dropout per hidden size, then the logits; refuses bad sizes."""
     if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-        raise UserError(
-            f"model.net.hidden_sizes must be a non-empty list of positive integers, got {hidden_sizes!r}."
-        )
+        raise UserError(f"model.net.hidden_sizes must be positive integers, got {list(hidden_sizes)}.")
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"model.net.dropout must be in [0, 1), got {dropout!r}.")
+    layers: list[nn.Module] = [nn.Flatten()]
+    for size in hidden_sizes:
+        layers.append(nn.Linear(width, size, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers += [nn.ReLU(), nn.Dropout(dropout)]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
 
 
 class MLP(nn.Module):
@@ -34,17 +42,7 @@ class MLP(nn.Module):
     ) -> None:
         """`input_shape` (C, H, W) and `num_classes` come from the data, the rest from the config."""
         super().__init__()
-        check_layers(list(hidden_sizes), dropout)
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = math.prod(input_shape)
-        for size in hidden_sizes:
-            layers.append(nn.Linear(width, size, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
-            layers += [nn.ReLU(), nn.Dropout(dropout)]
-            width = size
-        layers.append(nn.Linear(width, num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.layers = dense_layers(math.prod(input_shape), hidden_sizes, num_classes, dropout, batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of standardized images."""
