@@ -206,8 +206,8 @@ def test_classes_sort_as_numbers_and_the_test_split_comes_from_the_training_file
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"label": "grade"}, r"data\.label=grade is no column of data\.train=.*rows\.csv"),
-        ({"label": "diagnosis", "id": "name"}, r"data\.id=name is no column"),
+        ({"label": "grade"}, r"data\.label=grade is none of the columns \[.patient., .f0."),
+        ({"label": "diagnosis", "id": "name"}, r"data\.id=name is none of the columns"),
         (
             {"label": "diagnosis", "normalize": "global"},
             r"data\.normalize must be one of \['per_feature', 'none'\]",

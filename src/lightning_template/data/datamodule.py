@@ -134,7 +134,7 @@ class InMemoryDataModule(L.LightningDataModule):
         valid_folds = type(folds) is int and type(fold) is int and folds >= 2 and 0 <= fold < folds
         if (folds is not None or fold) and not valid_folds:  # data.fold alone, or data.folds=0, is no k-fold
             raise UserError(
-                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r}, {fold!r}."
+                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
             )
         self.val_split, self.batch_size, self.eval_batch_size = val_split, batch_size, eval_batch_size
         self.folds, self.fold = folds, fold
