@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -380,3 +382,28 @@ def test_resuming_on_other_data_is_refused_naming_what_differs(
     assert all(
         path.parent.name == "tensorboard" and len(after[path]) < 100 for path in set(after) - set(before)
     )
+
+
+DECODE_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from lightning_template.data.image_folder import ImageFolderDataModule
+
+root, cache, go = map(Path, sys.argv[1:])
+while not go.exists():
+    time.sleep(0.01)
+datamodule = ImageFolderDataModule(root=root, image_size=[16, 16], val_split=2, cache_dir=cache)
+datamodule.prepare_data()
+datamodule.setup("fit")
+print(int(datamodule.data_train.inputs.sum()))
+"""
+
+
+def test_runs_started_at_once_decode_the_folder_once(tmp_path: Path) -> None:
+    root, cache, go = write_folder(tmp_path / "pets", {"train": 6}), tmp_path / "cache", tmp_path / "go"
+    command = [sys.executable, "-c", DECODE_AT_ONCE, str(root), str(cache), str(go)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    go.touch()
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0] and len(set(outputs)) == 1
+    assert len(list(cache.glob("*.npy"))) == 1 and not list(cache.glob("*.partial"))
