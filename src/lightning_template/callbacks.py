@@ -1,7 +1,5 @@
 """What TensorBoard shows beyond scalars: confusion matrices, HPARAMS, and for images their predictions."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -1,7 +1,5 @@
 """Checkpoints: found (`ckpt_path=last`), checked, loaded and written safely, saved on Ctrl-C."""
 
-from __future__ import annotations
-
 import logging
 import os
 import pickle
@@ -48,8 +46,7 @@ def load_checkpoint(ckpt_path: str | Path | None, key: str = "ckpt_path") -> Cla
 
 
 class InitWeights(L.Callback):
-    """Fine-tuning: a new run starts from another run's network weights, each tensor whose name and shape
-    match, once its own network is built for its data."""
+    """Fine-tuning: a new run starts from another run's network weights where names and shapes match."""
 
     def __init__(self, ckpt_path: str, net: str) -> None:
         """`net`: the `_target_` of this run's network, which must be the checkpoint's."""
@@ -71,8 +68,7 @@ class InitWeights(L.Callback):
 
 
 def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> str | None:
-    """Refuse, before anything is written, another network or a schedule that cannot be stretched; then the
-    run directory that the resumed run continues in."""
+    """Refuse another network or a schedule that cannot stretch, before anything is written; the run dir."""
     saved_net = read_checkpoint(ckpt_path)["hyper_parameters"]["net"]
     if saved_net != model.hparams["net"]:
         raise UserError(

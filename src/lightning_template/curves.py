@@ -1,7 +1,5 @@
 """LearningCurves: curves.png, the Keras tutorial's history plot, in every run directory."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

@@ -1,7 +1,5 @@
 """Problems the user can fix get one paragraph and exit code 2; every other error keeps its traceback."""
 
-from __future__ import annotations
-
 import logging
 import sys
 import warnings

@@ -1,7 +1,5 @@
 """Test a checkpoint: `python -m lightning_template.eval ckpt_path=<file.ckpt>` (or `lt-eval`)."""
 
-from __future__ import annotations
-
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict

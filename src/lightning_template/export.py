@@ -1,7 +1,5 @@
 """Export a checkpoint for deployment: `python -m lightning_template.export ckpt_path=... format=onnx|torchscript`."""
 
-from __future__ import annotations
-
 import logging
 from collections.abc import Callable
 from pathlib import Path

@@ -1,7 +1,5 @@
 """Classify image files or table rows: `python -m lightning_template.predict ckpt_path=... inputs=...`."""
 
-from __future__ import annotations
-
 import glob
 from pathlib import Path
 from typing import Any
@@ -98,19 +96,17 @@ def predict(cfg: DictConfig) -> Path:
     spec, files = model.hparams["spec"], find_inputs(cfg.get("inputs"))
     given, inputs, errors = (read_rows if spec["kind"] == "table" else read_images)(spec, files)
     names = list(spec["classes"])
-    columns = [f"prob_{name}" for name in names]
     probabilities = torch.empty(0, len(names))
     if inputs:
         with torch.inference_mode():  # in slices: memory for any folder
             probabilities = torch.cat(
-                [model(batch).softmax(dim=1) for batch in torch.stack(inputs).split(1024)]
+                [model(part).softmax(dim=1) for part in torch.stack(inputs).split(1024)]
             )
     read = given.index[[not error for error in errors]]
-    predicted = pd.DataFrame(probabilities.numpy(), columns=columns, index=read)
+    predicted = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{name}" for name in names], index=read)
     predicted.insert(0, "class", [names[i] for i in probabilities.argmax(dim=1).tolist()])
-    result = given.join(predicted, suffixes=("_given", "")).assign(
-        error=errors
-    )  # an input's `class` is class_given
+    # The inputs' other columns first; one named `class` (say, the label) becomes `class_given`.
+    result = given.join(predicted, suffixes=("_given", "")).assign(error=errors)
     csv_path = Path(cfg.output_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(csv_path, index=False, float_format="%.6f")

@@ -1,7 +1,5 @@
 """SweepSummary: every `-m` run ends with summary.csv at the sweep's root, also printed as a table."""
 
-from __future__ import annotations
-
 import atexit
 import csv
 import json

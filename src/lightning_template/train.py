@@ -1,7 +1,5 @@
 """Train a model: `python -m lightning_template.train [overrides]` (or `lt-train`)."""
 
-from __future__ import annotations
-
 import json
 import logging
 import os
@@ -72,8 +70,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
 
 
 def run_seed(cfg: DictConfig, ckpt_path: Path | None) -> int:
-    """`seed`; for seed=null, a resumed checkpoint's, or one from the run directory's name: the same for all
-    processes of a run (DDP, srun, a requeued job) and, in a sweep, for all jobs (k-fold: one partition)."""
+    """`seed`; if null, the resumed checkpoint's or one from the run directory: the same in every process."""
     if cfg.get("seed") is not None:
         return cfg.seed
     if ckpt_path:  # a resumed run keeps its split

@@ -1,7 +1,5 @@
 """Data augmentation on the device: a different random warp for every image of a batch."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -45,8 +43,7 @@ class RandomWarp:
         return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
     def elastic_field(self, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Smooth displacements of up to elastic_alpha pixels (Simard et al., 2003): offsets at control points
-        2 * elastic_sigma apart, spread by Gaussian weights in two small matrix products, not a convolution."""
+        """Smooth displacements of up to elastic_alpha pixels (Simard et al., 2003), by two matrix products."""
         points = max(2, round(max(h, w) / (2 * self.elastic_sigma)) + 1)
         coarse = torch.rand(b, 2, points, points, device=device) * 2 - 1
         field = self.spread(h, points, device) @ coarse @ self.spread(w, points, device).T  # (b, 2, h, w)

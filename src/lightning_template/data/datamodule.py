@@ -1,7 +1,5 @@
 """InMemoryDataModule: labelled images or table rows as tensors (in memory or mapped), split and batched."""
 
-from __future__ import annotations
-
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,7 +43,7 @@ class InMemoryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def subset(self, indices: Tensor) -> InMemoryDataset:
+    def subset(self, indices: Tensor) -> "InMemoryDataset":
         """The same tensors, other examples: no copy."""
         return InMemoryDataset(self.inputs, self.labels, indices)
 
@@ -65,8 +63,7 @@ def split_size(split: float, total: int, key: str) -> int:
 def random_split(
     indices: Tensor, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """A seeded split of `indices` into (the rest, a part): `split` of them (a fraction or a count), or with
-    `folds`, part number `fold` of that many (k-fold cross-validation)."""
+    """A seeded split of `indices` into (rest, part): `split` of them, or fold `fold` of `folds` (k-fold)."""
     order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
     if folds and folds > len(order):  # or a fold would be empty
         raise UserError(f"data.folds={folds} is more than the {len(order)} training examples to split.")
@@ -75,8 +72,7 @@ def random_split(
 
 
 def fit_standardization(inputs: Tensor, indices: Tensor, normalize: str) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation (one input's shape) of `inputs[indices]`: one value for all pixels, per
-    pixel or feature, or none ([0, 1] for pixels); read in slices, so a memory-mapped set stays on disk."""
+    """Mean and std of `inputs[indices]`: global, per pixel or feature, or none; read in 64 MB slices."""
     shape, pixels = inputs.shape[1:], inputs.dtype == torch.uint8
     if normalize == "none":
         return torch.zeros(shape), torch.full(shape, 255.0 if pixels else 1.0)
@@ -143,8 +139,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.data_train: InMemoryDataset | None = None
 
     def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str] | None]:
-        """The training and test examples, the class names in label order, and a table's feature names.
-        Lightning runs prepare_data (once per machine) before every process's setup, which calls this."""
+        """Training and test examples, class names and a table's feature names; prepare_data has run."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:

@@ -1,7 +1,4 @@
-"""ImageFolderDataModule: your own images, as `<root>/train/<class>/*` and optionally `<root>/test/<class>/*`,
-decoded once into a memory-mapped cache: any number of images in a bounded amount of memory."""
-
-from __future__ import annotations
+"""ImageFolderDataModule: images in `<root>/train/<class>/` (and `test/`), decoded once into a cache."""
 
 import hashlib
 import os
@@ -73,8 +70,7 @@ class ImageFolderDataModule(InMemoryDataModule):
             raise UserError(f"data.root={self.root}: in {self.root / part}, {exc}") from exc
 
     def cached(self, found: ImageFolder, channels: int) -> torch.Tensor:
-        """The images as uint8 (N, C, H, W), memory-mapped from a file named by the files' paths, sizes and
-        times and the image size: decoded once, again when a file changes. Pages load as batches need them."""
+        """The images (N, C, H, W), memory-mapped from a cache named by the files' paths, sizes and times."""
         stats = ((path, os.stat(path)) for path, _ in found.samples)
         files = [(os.path.abspath(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats]
         key = hashlib.sha256(repr((files, self.image_size, channels)).encode()).hexdigest()[:20]

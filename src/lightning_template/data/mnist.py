@@ -1,7 +1,5 @@
 """MNISTDataModule: MNIST, Fashion-MNIST or KMNIST through torchvision, from the files under data_dir."""
 
-from __future__ import annotations
-
 import gzip
 import shutil
 import zlib

@@ -1,7 +1,5 @@
 """TableDataModule: rows of a CSV (or Parquet) file, numeric feature columns and one column of class labels."""
 
-from __future__ import annotations
-
 import logging
 from pathlib import Path
 from typing import Any

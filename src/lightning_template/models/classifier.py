@@ -1,7 +1,5 @@
 """ClassifierModule: trains any classification network on raw inputs, images or table rows; knows no dataset."""
 
-from __future__ import annotations
-
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -35,9 +33,7 @@ def check_network(config: Mapping[str, Any]) -> None:
 
 
 class ClassifierModule(L.LightningModule):
-    """Loss, metrics and optimizer around any network. Its checkpoint holds the network's config (no pickled
-    code), the data's InputSpec and its standardization as buffers: loaded with weights_only=True, it turns
-    raw inputs into logits."""
+    """Loss, metrics and optimizer around any network; a checkpoint alone turns raw inputs into logits."""
 
     net: nn.Module
     mean: torch.Tensor

@@ -1,7 +1,5 @@
 """A LeNet-style convolutional net, the second option of the `model` group (`model=cnn`)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch

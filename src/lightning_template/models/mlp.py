@@ -1,7 +1,5 @@
 """The tutorial's multilayer perceptron: a plain nn.Module with its sizes as arguments."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 
