@@ -34,7 +34,7 @@ train: $(INSTALLED)  ## train the default config; pass overrides as ARGS="traine
 eval: $(INSTALLED)  ## test a checkpoint: make eval ARGS="ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
 	$(BIN)/python -m lightning_template.eval $(ARGS)
 
-test: $(INSTALLED)  ## the whole test suite, on every core (about 1.5 minutes on 2 CPU cores)
+test: $(INSTALLED)  ## the whole test suite, on every core (about 2.5 minutes on 2 CPU cores)
 	$(BIN)/python -m pytest -n auto --dist loadgroup $(ARGS)
 
 test-fast: $(INSTALLED)  ## only the fast tests

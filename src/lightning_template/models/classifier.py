@@ -59,15 +59,13 @@ class ClassifierModule(L.LightningModule):
         if spec is not None:
             self.build(spec)
 
-    def build(
-        self, spec: Mapping[str, Any], mean: torch.Tensor | None = None, std: torch.Tensor | None = None
-    ) -> None:
+    def build(self, spec: Mapping[str, Any]) -> None:
         """The network, standardization and metrics for the data's inputs and classes (`spec`, saved with them)."""
         self.hparams["spec"] = dict(spec)
         shape, classes = spec["shape"], list(spec["classes"])
         self.net = instantiate(self.hparams["net"], input_shape=shape, num_classes=len(classes))
-        self.register_buffer("mean", torch.zeros(shape) if mean is None else mean.clone())
-        self.register_buffer("std", torch.ones(shape) if std is None else std.clone())
+        self.register_buffer("mean", torch.zeros(shape))  # the standardization, fitted on the training split
+        self.register_buffer("std", torch.ones(shape))
         # Two inputs, as the data has them: for the model summary, the graph and export.
         self.example_input_array = torch.zeros(2, *shape, dtype=getattr(torch, spec["dtype"]))
         accuracies = (MulticlassAccuracy(len(classes), average="micro") for _ in range(3))
@@ -81,7 +79,8 @@ class ClassifierModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         spec = self.trainer.datamodule.spec  # type: ignore[attr-defined]  # its setup has run (Lightning's order)
         if self.hparams.get("spec") is None:  # a new model: built for this data, with its standardization
-            self.build(spec.description(), spec.mean, spec.std)
+            self.build(spec.description())
+            self.mean, self.std = spec.mean.clone(), spec.std.clone()
         check_data(spec.description(), self.hparams["spec"], "The data", "the model")
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -171,9 +170,7 @@ def resume_schedule(checkpoint: dict[str, Any], max_epochs: int | None) -> None:
         state.update(T_max=max(1, max_epochs - checkpoint["epoch"] - 1), base_lrs=rates, last_epoch=0)
 
 
-def check_data(
-    found: Mapping[str, Any], expected: Mapping[str, Any], found_in: str, expected_in: str
-) -> None:
+def check_data(found: dict[str, Any], expected: dict[str, Any], found_in: str, expected_in: str) -> None:
     """Refuse data whose inputs or classes differ from those the model was built for."""
     differ = [key for key, value in found.items() if value != expected.get(key)]
     if differ:
