@@ -358,7 +358,7 @@ def test_class_names_in_any_script_train_and_are_listed_where_the_font_cannot_dr
 def test_a_missing_root_is_one_paragraph(tmp_path: Path) -> None:
     result = run_cli("lightning_template.train", ["data=image_folder"], cwd=tmp_path)
     assert result.returncode == 2
-    error = "Error: data.root is required: pass data.root=<value> (its config says what it takes).\n"
+    error = "Error: data.root is required: pass data.root=<value> on the command line.\n"
     assert result.stderr.endswith(f"\n{error}")  # after Lightning's "Seed set to 42"
 
 

@@ -28,9 +28,7 @@ def user_error_in(exc: BaseException) -> UserError | None:
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
     if isinstance(exc, MissingMandatoryValue):  # a `???` in conf/, such as data.root of data=image_folder
-        return UserError(
-            f"{exc.full_key} is required: pass {exc.full_key}=<value> (its config says what it takes)."
-        )
+        return UserError(f"{exc.full_key} is required: pass {exc.full_key}=<value> on the command line.")
     return exc if isinstance(exc, UserError) else None
 
 
