@@ -1,6 +1,7 @@
 """InMemoryDataModule: labelled images or table rows as tensors (in memory or mapped), split and batched."""
 
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any
 
 import lightning as L
@@ -156,9 +157,10 @@ class InMemoryDataModule(L.LightningDataModule):
             self.spec = spec
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
+            to_device = cache(lambda tensor: tensor.to(device))  # the splits share tensors: each moves once
             for data in (self.data_train, self.data_val, self.data_test):
-                data.inputs, data.labels, data.indices = (
-                    tensor.to(device) for tensor in (data.inputs, data.labels, data.indices)
+                data.inputs, data.labels, data.indices = map(
+                    to_device, (data.inputs, data.labels, data.indices)
                 )
 
     def loader(self, data: InMemoryDataset, batch_size: int, shuffle: bool) -> DataLoader:
