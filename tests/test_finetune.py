@@ -89,3 +89,13 @@ def test_an_mnist_model_fine_tunes_on_fashion_mnist_and_on_three_classes_in_new_
 def test_a_missing_init_from_checkpoint_names_the_key() -> None:
     with pytest.raises(UserError, match=r"init_from=nowhere\.ckpt is not a file"):
         InitWeights("nowhere.ckpt", MLP["_target_"])
+
+
+def test_resuming_and_fine_tuning_at_once_is_refused(
+    make_cfg: Callable[..., DictConfig], mnist_checkpoint: Path
+) -> None:
+    cfg = make_cfg("train", [f"ckpt_path={mnist_checkpoint}", f"init_from={mnist_checkpoint}"])
+    with pytest.raises(
+        UserError, match=r"ckpt_path resumes a run and init_from starts a new one from its weights"
+    ):
+        train(cfg)

@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_template.checkpoints import load_checkpoint
+from lightning_template.data.augment import RandomWarp
 from lightning_template.data.table import TableDataModule
-from lightning_template.errors import UserError
+from lightning_template.errors import UserError, user_error_in
 from lightning_template.eval import evaluate
 from lightning_template.export import export
 from lightning_template.predict import predict
@@ -275,3 +276,15 @@ def test_the_readme_commands_train_evaluate_predict_and_export_a_table(tables: P
     exported = run_cli("lightning_template.export", [f"ckpt_path={best}", logs], tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "inputs drawn from the training data's mean and standard deviation" in exported.stdout
+
+
+def test_image_only_settings_are_refused_for_a_table(
+    make_cfg: Callable[..., DictConfig], tables: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match=r"data\.augment warps images; table data takes none"):
+        TableDataModule(train=tables / "train.csv", label="diagnosis", augment=RandomWarp(rotate_degrees=10))
+    cfg = make_cfg("train", [*table_data(tables), "model=cnn", "logger=none"])
+    with pytest.raises(Exception) as error:  # noqa: PT011  (Hydra wraps it; the commands show the UserError)
+        train(cfg)
+    message = str(user_error_in(error.value))
+    assert message == "model=cnn needs images (C, H, W); these inputs have shape [8]."

@@ -69,13 +69,14 @@ class InitWeights(L.Callback):
 
 def check_resume(ckpt_path: Path, model: ClassifierModule, max_epochs: int) -> str | None:
     """Refuse another network or a schedule that cannot stretch, before anything is written; the run dir."""
-    saved_net = read_checkpoint(ckpt_path)["hyper_parameters"]["net"]
+    saved = read_checkpoint(ckpt_path)
+    saved_net = saved["hyper_parameters"]["net"]
     if saved_net != model.hparams["net"]:
         raise UserError(
             f"ckpt_path={ckpt_path} holds another network than the config asks for; resume with the "
             f"model settings it was trained with ({saved_net})."
         )
-    before = read_checkpoint(ckpt_path).get("max_epochs", max_epochs)
+    before = saved.get("max_epochs", max_epochs)
     kind = getattr((model.scheduler or {}).get("scheduler"), "func", None)  # the class of the partial
     if before != max_epochs and kind is not None and not issubclass(kind, STRETCHABLE):
         raise UserError(

@@ -73,13 +73,13 @@ def random_split(
 
 
 def fit_standardization(inputs: Tensor, indices: Tensor, normalize: str) -> tuple[Tensor, Tensor]:
-    """Mean and std of `inputs[indices]`: global, per pixel or feature, or none; read in 64 MB slices."""
+    """Mean and std of `inputs[indices]`: global, per pixel or feature, or none; read in 8 MB slices."""
     shape, pixels = inputs.shape[1:], inputs.dtype == torch.uint8
     if normalize == "none":
         return torch.zeros(shape), torch.full(shape, 255.0 if pixels else 1.0)
     sums = torch.zeros(2, *shape, dtype=torch.float64)
     counts = torch.zeros(256, dtype=torch.float64)
-    for chunk in indices.sort().values.split(max(1, 2**26 // max(1, inputs[0].nbytes))):  # 64 MB at a time
+    for chunk in indices.sort().values.split(max(1, 2**23 // max(1, inputs[0].nbytes))):  # 8 MB at a time
         chunk = inputs[chunk]
         if normalize == "global":  # from a histogram of the 256 values: exact, and 8x faster than float sums
             counts += torch.bincount(chunk.flatten(), minlength=256)

@@ -75,10 +75,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         files = [(os.path.abspath(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats]
         key = hashlib.sha256(repr((files, self.image_size, channels)).encode()).hexdigest()[:20]
         path = self.cache_dir / f"{self.root.name}-{Path(found.root).name}-{key}.npy"
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):  # processes started at once decode once
-            if not path.exists():
-                self.decode(found, (channels, *self.image_size), path)
+        if not path.exists():  # the usual case needs no lock, so a read-only cache_dir works too
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{path}.lock"):  # processes started at once decode once
+                if not path.exists():
+                    self.decode(found, (channels, *self.image_size), path)
         return torch.from_numpy(np.load(path, mmap_mode="c"))  # copy-on-write: nothing is written back
 
     def decode(self, found: ImageFolder, shape: tuple[int, ...], path: Path) -> None:
