@@ -15,10 +15,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lightning_template.data.datamodule import Examples, InMemoryDataset, InputSpec
+from lightning_template.data.datamodule import InMemoryDataset, InputSpec
 from lightning_template.errors import LIBRARY_NOISE
 
 REPO = Path(__file__).resolve().parents[1]
+Examples = tuple[torch.Tensor, torch.Tensor]  # inputs (N, *shape) and labels (N,)
 # pytest -n runs one worker per core: a second torch thread per worker (and per subprocess) would only
 # make them wait for each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -184,7 +184,7 @@ def test_k_fold_validation_sets_are_disjoint_cover_the_training_set_and_follow_t
     again.setup("fit")
     assert torch.equal(examples(again.data_val)[0], val_images)
     for folds, fold in ((5, 5), (None, 3), (0, 0)):  # never silently no k-fold: data.fold alone, data.folds=0
-        with pytest.raises(UserError, match=rf"data\.folds must be >= 2 .* got {folds} and {fold}\."):
+        with pytest.raises(UserError, match=rf"data\.folds must be >= 2 .* got {folds}, {fold}\."):
             MNISTDataModule(data_dir=mnist_dir, folds=folds, fold=fold)
     with pytest.raises(UserError, match=r"data\.folds=60001 is more than the 60000 training examples"):
         MNISTDataModule(data_dir=mnist_dir, folds=60001).setup("fit")  # a fold would be empty

@@ -92,7 +92,7 @@ def test_inputs_that_match_nothing_are_one_paragraph_and_exit_2(checkpoint: Path
     )
     assert result.returncode == 2
     assert result.stderr.startswith(
-        "Error: inputs=digits/*.png matched no files. Pass an image file, a folder"
+        "Error: inputs=digits/*.png matched no files. Pass a file, a folder"
     )
     assert result.stderr.count("\n") == 1, result.stderr
 

@@ -226,7 +226,7 @@ def test_bad_table_settings_name_the_key(tmp_path: Path, settings: dict, message
         TableDataModule(train=tmp_path / "rows.csv", val_split=2, **settings).setup("fit")
 
 
-def test_empty_cells_and_unknown_test_labels_are_refused(tmp_path: Path) -> None:
+def test_empty_cells_and_unknown_or_missing_test_labels_are_refused(tmp_path: Path) -> None:
     train, test = rows(20, seed=0), rows(10, seed=1)
     train.loc[4, "f3"] = None
     train.to_csv(tmp_path / "holes.csv", index=False)
@@ -242,6 +242,11 @@ def test_empty_cells_and_unknown_test_labels_are_refused(tmp_path: Path) -> None
     )
     with pytest.raises(UserError, match=r"the labels \['cured'\] are none of the training classes"):
         datamodule.setup("fit")
+    test.drop(columns="diagnosis").to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(UserError, match=r"test\.csv has no column data\.label=diagnosis"):
+        TableDataModule(train=tmp_path / "train.csv", test=tmp_path / "test.csv", label="diagnosis").setup(
+            "fit"
+        )
 
 
 def test_a_parquet_file_reads_like_a_csv(tmp_path: Path) -> None:

@@ -51,8 +51,7 @@ class InitWeights(L.Callback):
     def __init__(self, ckpt_path: str, net: str) -> None:
         """`net`: the `_target_` of this run's network, which must be the checkpoint's."""
         self.ckpt_path, self.source = ckpt_path, load_checkpoint(ckpt_path, key="init_from")
-        if self.source.hparams["net"]["_target_"] != net:
-            theirs = self.source.hparams["net"]["_target_"]
+        if (theirs := self.source.hparams["net"]["_target_"]) != net:
             raise UserError(f"init_from={ckpt_path} holds a {theirs} network; this run builds a {net}.")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

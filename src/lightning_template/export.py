@@ -17,14 +17,6 @@ FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 INPUT_NAMES = {"image": "images", "table": "features"}  # the ONNX input, by the kind of data
 
 
-def data_like(model: ClassifierModule, count: int) -> torch.Tensor:
-    """Inputs drawn around the training data's mean and spread, in its dtype: what the model will see."""
-    noise = torch.randn(count, *model.mean.shape, generator=torch.Generator().manual_seed(0))
-    inputs = model.mean + model.std * noise
-    dtype = getattr(torch, model.hparams["spec"]["dtype"])
-    return inputs.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else inputs.to(dtype)
-
-
 def export_onnx(model: ClassifierModule, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """Write raw inputs -> probabilities as ONNX, any batch size; return the file as onnxruntime runs it."""
     try:
@@ -63,10 +55,15 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format not in FILE_NAMES:
         raise UserError(f"format={cfg.format} is not supported: use one of {', '.join(FILE_NAMES)}.")
     model = load_checkpoint(cfg.get("ckpt_path")).eval()
+    spec = model.hparams["spec"]
     path = Path(cfg.output_file or Path(cfg.paths.output_dir) / FILE_NAMES[cfg.format])
     path.parent.mkdir(parents=True, exist_ok=True)
     run = export_onnx(model, path) if cfg.format == "onnx" else export_torchscript(model, path)
-    inputs = data_like(model, cfg.parity_inputs)
+    # Inputs like those the model will see: around the data's mean, with its spread, in its dtype.
+    noise = torch.randn(cfg.parity_inputs, *model.mean.shape, generator=torch.Generator().manual_seed(0))
+    inputs = model.mean + model.std * noise  # float32, as a table's features are
+    if spec["dtype"] == "uint8":
+        inputs = inputs.round().clamp(0, 255).to(torch.uint8)
     with torch.inference_mode():
         expected = model(inputs).softmax(dim=1)
         exported = torch.cat([run(inputs[:1]), run(inputs[1:])])  # two batch sizes: the batch is dynamic
@@ -77,10 +74,9 @@ def export(cfg: DictConfig) -> Path:
             f"The {cfg.format} file computed other probabilities than PyTorch ({difference:.3g} apart, more than "
             f"parity_tolerance={cfg.parity_tolerance:g}), so it was deleted; try the other format."
         )
-    kind, dtype = model.hparams["spec"]["kind"], model.hparams["spec"]["dtype"]
     print(
-        f"Exported {path} ({dtype} {kind} inputs); it matches PyTorch to {difference:.2g} on {len(inputs)} "
-        "inputs drawn from the training data's mean and standard deviation."
+        f"Exported {path} ({spec['dtype']} {spec['kind']} inputs); it matches PyTorch to {difference:.2g} on "
+        f"{len(inputs)} inputs drawn from the training data's mean and standard deviation."
     )
     return path
 

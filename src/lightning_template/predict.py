@@ -33,9 +33,8 @@ def find_inputs(inputs: str | list[str] | ListConfig | None) -> list[Path]:
         files.update(dict.fromkeys(p for p in found if p.is_file() and not p.name.startswith(".")))
     if not files:
         raise UserError(
-            f"inputs={inputs} matched no files. Pass an image file, a folder, a glob in quotes "
-            "(inputs='digits/*.png', or 'digits/**/*.png' for subfolders too) or a list (inputs=[a.png,more/]); "
-            "relative paths start from the current folder."
+            f"inputs={inputs} matched no files. Pass a file, a folder, a glob in quotes ('digits/**/*.png' searches "
+            "subfolders too) or a list (inputs=[a.png,more/]), relative to the current folder."
         )
     return list(files)
 
@@ -96,12 +95,9 @@ def predict(cfg: DictConfig) -> Path:
     spec, files = model.hparams["spec"], find_inputs(cfg.get("inputs"))
     given, inputs, errors = (read_rows if spec["kind"] == "table" else read_images)(spec, files)
     names = list(spec["classes"])
-    probabilities = torch.empty(0, len(names))
-    if inputs:
-        with torch.inference_mode():  # in slices: memory for any folder
-            probabilities = torch.cat(
-                [model(part).softmax(dim=1) for part in torch.stack(inputs).split(1024)]
-            )
+    with torch.inference_mode():  # in slices: memory for any folder
+        parts = [model(part).softmax(dim=1) for part in torch.stack(inputs).split(1024)] if inputs else []
+    probabilities = torch.cat([torch.empty(0, len(names)), *parts])
     read = given.index[[not error for error in errors]]
     predicted = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{name}" for name in names], index=read)
     predicted.insert(0, "class", [names[i] for i in probabilities.argmax(dim=1).tolist()])

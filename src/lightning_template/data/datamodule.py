@@ -14,7 +14,6 @@ from lightning_template.data.augment import RandomWarp
 from lightning_template.errors import UserError
 
 NORMALIZE = {"image": ("global", "per_pixel", "none"), "table": ("per_feature", "none")}
-Examples = tuple[Tensor, Tensor]  # inputs (N, *shape): uint8 pixels or float32 features; labels (N,)
 
 
 @dataclass
@@ -48,7 +47,7 @@ class InMemoryDataset(Dataset):
         """The same tensors, other examples: no copy."""
         return InMemoryDataset(self.inputs, self.labels, indices)
 
-    def __getitems__(self, indices: list[int]) -> Examples:
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = self.indices[torch.as_tensor(indices, device=self.indices.device)]
         return self.inputs[index], self.labels[index]
 
@@ -106,6 +105,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def __init__(
         self,
         val_split: float = 5000,
+        test_split: float = 0.2,
         folds: int | None = None,
         fold: int = 0,
         batch_size: int = 128,
@@ -130,31 +130,30 @@ class InMemoryDataModule(L.LightningDataModule):
                 raise UserError(f"data.{key} must be a positive integer, got {value!r}.")
         valid_folds = type(folds) is int and type(fold) is int and folds >= 2 and 0 <= fold < folds
         if (folds is not None or fold) and not valid_folds:  # data.fold alone, or data.folds=0, is no k-fold
-            raise UserError(
-                f"data.folds must be >= 2 and data.fold in [0, data.folds), got {folds!r} and {fold!r}."
-            )
-        self.val_split, self.batch_size, self.eval_batch_size = val_split, batch_size, eval_batch_size
-        self.folds, self.fold = folds, fold
-        self.normalize, self.augment, self.seed = normalize, augment or RandomWarp(), seed
+            raise UserError(f"data.folds must be >= 2 and data.fold in [0, folds), got {folds!r}, {fold!r}.")
+        self.val_split, self.test_split, self.folds, self.fold = val_split, test_split, folds, fold
+        self.batch_size, self.eval_batch_size, self.normalize = batch_size, eval_batch_size, normalize
+        self.augment, self.seed = augment or RandomWarp(), seed
         self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.data_train: InMemoryDataset | None = None
 
-    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str] | None]:
-        """Training and test examples, class names and a table's feature names; prepare_data has run."""
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset | None, list[str], list[str] | None]:
+        """Training and test examples (None: split from training), class and feature names; prepare_data has run."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
         if self.data_train is None:
-            train, self.data_test, classes, features = self.load()
-            dtype = str(train.inputs.dtype).removeprefix("torch.")
-            spec = InputSpec(self.kind, list(train.inputs.shape[1:]), dtype, classes, features)
+            train, test, classes, features = self.load()
+            if test is None:  # no test set of its own: a seeded split, drawn before validation's
+                rest, part = random_split(train.indices, self.test_split, "data.test_split", self.seed)
+                train, test = train.subset(rest), train.subset(part)
             fit, val = random_split(
                 train.indices, self.val_split, "data.val_split", self.seed, self.folds, self.fold
             )
-            self.data_train, self.data_val = train.subset(fit), train.subset(val)
-            # The standardization: fitted on the training split only.
-            spec.mean, spec.std = fit_standardization(train.inputs, fit, self.normalize)
-            self.spec = spec
+            self.data_train, self.data_val, self.data_test = train.subset(fit), train.subset(val), test
+            mean, std = fit_standardization(train.inputs, fit, self.normalize)  # on the training split only
+            shape, dtype = list(train.inputs.shape[1:]), str(train.inputs.dtype).removeprefix("torch.")
+            self.spec = InputSpec(self.kind, shape, dtype, classes, features, mean, std)
         if self.on_device and self.trainer is not None:  # no copy per batch: the data lives on the GPU
             device = self.trainer.strategy.root_device
             to_device = cache(lambda tensor: tensor.to(device))  # the splits share tensors: each moves once

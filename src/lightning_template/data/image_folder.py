@@ -17,7 +17,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
-from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset, random_split
+from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset
 from lightning_template.errors import UserError
 
 # The PIL modes read as one channel; any other is read as RGB.
@@ -52,13 +52,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         self,
         root: str | Path,
         image_size: Sequence[int] = (32, 32),
-        test_split: float = 0.2,
         cache_dir: str | Path = "data/image_cache",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root, self.image_size, self.test_split = Path(root), tuple(image_size), test_split
-        self.cache_dir = Path(cache_dir)
+        self.root, self.image_size, self.cache_dir = Path(root), tuple(image_size), Path(cache_dir)
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise UserError(f"data.image_size must be [height, width], got {list(image_size)}.")
 
@@ -100,15 +98,14 @@ class ImageFolderDataModule(InMemoryDataModule):
     def prepare_data(self) -> None:
         self.load()  # the caches: made by one process per machine, before every process's setup
 
-    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], None]:
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset | None, list[str], None]:
         found = self.find("train")
         channels = 3  # unless the first image is grayscale; decode() names an unreadable one
         with suppress(OSError), Image.open(found.samples[0][0]) as first:
             channels = 1 if first.mode in GRAYSCALE_MODES else 3
         train = InMemoryDataset(self.cached(found, channels), torch.tensor(found.targets))
-        if not (self.root / "test").is_dir():  # no test folder: a seeded split, drawn before validation's
-            rest, part = random_split(train.indices, self.test_split, "data.test_split", self.seed)
-            return train.subset(rest), train.subset(part), found.classes, None
+        if not (self.root / "test").is_dir():  # the test set: data.test_split of train/
+            return train, None, found.classes, None
         test = self.find("test")
         if test.classes != found.classes:
             raise UserError(f"data.root: test/ needs the class folders of train/, {found.classes}.")

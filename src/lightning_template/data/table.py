@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset, random_split
+from lightning_template.data.datamodule import InMemoryDataModule, InMemoryDataset
 from lightning_template.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,19 +48,19 @@ class TableDataModule(InMemoryDataModule):
         test: str | Path | None = None,
         id: str | None = None,
         features: list[str] | None = None,
-        test_split: float = 0.2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**{"normalize": "per_feature", **kwargs})
-        self.train, self.label, self.test, self.id = train, label, test, id
-        self.features, self.test_split = features, test_split
+        self.train, self.label, self.test, self.id, self.features = train, label, test, id, features
 
     def examples(
         self, frame: pd.DataFrame, key: str, features: list[str], classes: list[Any]
     ) -> InMemoryDataset:
         """Rows as float32 features and label numbers; an empty cell or an unknown label stops."""
+        if self.label not in frame.columns:
+            raise UserError(f"{key} has no column data.label={self.label}; a test file needs its labels too.")
         values = feature_values(frame, features, key)
-        if values.isna().any().any() or self.label not in frame.columns:
+        if values.isna().any().any():
             empty = values.columns[values.isna().any()].tolist()
             raise UserError(f"{key}: fill or drop the empty or non-numeric cells of {empty}.")
         labels = frame[self.label].map({value: number for number, value in enumerate(classes)})
@@ -69,7 +69,7 @@ class TableDataModule(InMemoryDataModule):
             raise UserError(f"{key}: the labels {unknown} are none of the training classes {classes}.")
         return InMemoryDataset(torch.tensor(values.to_numpy(np.float32)), torch.tensor(labels.to_numpy()))
 
-    def load(self) -> tuple[InMemoryDataset, InMemoryDataset, list[str], list[str]]:
+    def load(self) -> tuple[InMemoryDataset, InMemoryDataset | None, list[str], list[str]]:
         frame = read_table(self.train, "data.train")
         for name, column in (("label", self.label), ("id", self.id)):
             if column is not None and column not in frame.columns:
@@ -81,10 +81,8 @@ class TableDataModule(InMemoryDataModule):
         log.info("Features: %s; not used: %s", features, [c for c in frame if c not in features])
         classes = sorted(frame[self.label].dropna().unique())
         train = self.examples(frame, f"data.train={self.train}", features, classes)
-        if self.test is None:  # a seeded split, drawn before validation's
-            rest, part = random_split(train.indices, self.test_split, "data.test_split", self.seed)
-            train, test = train.subset(rest), train.subset(part)
-        else:
+        test = None  # without a test file: data.test_split of the training rows
+        if self.test is not None:
             test = self.examples(
                 read_table(self.test, "data.test"), f"data.test={self.test}", features, classes
             )

@@ -51,11 +51,12 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}.")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        lr = getattr(optimizer, "keywords", {}).get("lr")  # refused before the Trainer starts
+        if optimizer is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise UserError(f"optimizer.lr must be a positive number, got {lr!r}.")
         check_network(net)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer, self.scheduler, self.label_smoothing = optimizer, scheduler, label_smoothing
-        if optimizer is not None:
-            check_optimizer(optimizer)
         if spec is not None:
             self.build(spec)
 
@@ -176,10 +177,3 @@ def check_data(found: dict[str, Any], expected: dict[str, Any], found_in: str, e
     if differ:
         what = "; ".join(f"{key} {found[key]} where {expected_in} has {expected.get(key)}" for key in differ)
         raise UserError(f"{found_in} has {what}. Use the data the model was trained on.")
-
-
-def check_optimizer(factory: OptimizerFactory) -> None:
-    """Refuse a learning rate that cannot train, before the Trainer starts."""
-    lr = getattr(factory, "keywords", {}).get("lr")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise UserError(f"optimizer.lr must be a positive number, got {lr!r}.")
