@@ -47,7 +47,5 @@ def test_every_option_composes_builds_and_trains(
     elif option not in NEEDS_A_GPU:
         build_trainer(cfg)
     elif not torch.cuda.is_available():
-        with pytest.raises(
-            UserError, match=r"trainer\.accelerator=gpu \(trainer=gpu, ddp\): no CUDA GPU is visible"
-        ):
+        with pytest.raises(UserError, match=r"trainer\.accelerator=gpu, but no CUDA GPU is visible"):
             build_trainer(cfg)

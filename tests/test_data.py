@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_template.data.augment import RandomWarp
-from lightning_template.data.datamodule import fit_standardization, split_size
+from lightning_template.data.datamodule import fit_standardization, random_split
 from lightning_template.data.mnist import MNISTDataModule
 from lightning_template.errors import UserError
 from lightning_template.eval import evaluate
@@ -34,11 +34,12 @@ def datamodule(mnist_dir: Path) -> MNISTDataModule:
 
 
 def test_val_split_is_a_fraction_or_a_count() -> None:
-    assert split_size(0.1, 60_000, "data.val_split") == 6000
-    assert split_size(5000, 60_000, "data.val_split") == 5000
+    indices = torch.arange(60_000)
+    assert len(random_split(indices, 0.1, "data.val_split", seed=0)[1]) == 6000
+    assert len(random_split(indices, 5000, "data.val_split", seed=0)[1]) == 5000
     for bad in (0.0, 1.0, 1.5, 0, 60_000, -3, True, "10%"):
         with pytest.raises(UserError, match=r"data\.val_split"):
-            split_size(bad, 60_000, "data.val_split")  # type: ignore[arg-type]
+            random_split(indices, bad, "data.val_split", seed=0)  # type: ignore[arg-type]
 
 
 def test_splits_are_disjoint_cover_the_training_set_and_follow_the_seed(

@@ -91,9 +91,7 @@ def test_inputs_that_match_nothing_are_one_paragraph_and_exit_2(checkpoint: Path
         "lightning_template.predict", [f"ckpt_path={checkpoint}", "inputs=digits/*.png"], cwd=tmp_path
     )
     assert result.returncode == 2
-    assert result.stderr.startswith(
-        "Error: inputs=digits/*.png matched no files. Pass a file, a folder"
-    )
+    assert result.stderr.startswith("Error: inputs=digits/*.png matched no files. Pass a file, a folder")
     assert result.stderr.count("\n") == 1, result.stderr
 
 

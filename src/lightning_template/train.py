@@ -54,9 +54,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     if type(max_epochs) is not int or not (max_epochs >= 1 or max_epochs == -1):  # bool is no epoch count
         raise UserError(f"trainer.max_epochs must be an integer >= 1 (or -1: no limit), got {max_epochs!r}.")
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
-        raise UserError(
-            "trainer.accelerator=gpu (trainer=gpu, ddp): no CUDA GPU is visible; use trainer=cpu or ddp_cpu."
-        )
+        raise UserError("trainer.accelerator=gpu, but no CUDA GPU is visible: use trainer=cpu or ddp_cpu.")
     try:
         loggers = [instantiate(logger) for logger in (cfg.get("logger") or {}).values() if logger]
     except InstantiationException as exc:  # logger=mlflow or wandb without its package

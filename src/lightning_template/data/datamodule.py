@@ -52,22 +52,18 @@ class InMemoryDataset(Dataset):
         return self.inputs[index], self.labels[index]
 
 
-def split_size(split: float, total: int, key: str) -> int:
-    """A fraction of `total` like Keras' validation_split, or a count."""
-    size = round(split * total) if isinstance(split, float) and 0 < split < 1 else split
-    if isinstance(split, bool) or not isinstance(size, int) or not 0 < size < total:
-        raise UserError(f"{key} must be a fraction in (0, 1) or a count in [1, {total - 1}], got {split!r}.")
-    return size
-
-
 def random_split(
     indices: Tensor, split: float, key: str, seed: int, folds: int | None = None, fold: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """A seeded split of `indices` into (rest, part): `split` of them, or fold `fold` of `folds` (k-fold)."""
-    order = indices[torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))]
-    if folds and folds > len(order):  # or a fold would be empty
-        raise UserError(f"data.folds={folds} is more than the {len(order)} training examples to split.")
-    part = order.tensor_split(folds)[fold] if folds else order[: split_size(split, len(order), key)]
+    """A seeded split into (rest, part): a fraction of `indices` (like Keras' validation_split), a count, or a fold."""
+    total = len(indices)
+    order = indices[torch.randperm(total, generator=torch.Generator().manual_seed(seed))]
+    size = round(split * total) if isinstance(split, float) and 0 < split < 1 else split
+    if folds and folds > total:  # or a fold would be empty
+        raise UserError(f"data.folds={folds} is more than the {total} training examples to split.")
+    if not folds and (isinstance(split, bool) or not isinstance(size, int) or not 0 < size < total):
+        raise UserError(f"{key} must be a fraction in (0, 1) or a count in [1, {total - 1}], got {split!r}.")
+    part = order.tensor_split(folds)[fold] if folds else order[:size]
     return order[~torch.isin(order, part)], part  # the rest in the order drawn
 
 

@@ -64,7 +64,7 @@ class ImageFolderDataModule(InMemoryDataModule):
         """The images of `root/part/<class>/`, listed (torchvision's class-folder layout and extensions)."""
         try:
             return ImageFolder(str(self.root / part), loader=Path)
-        except (FileNotFoundError, OSError) as exc:
+        except OSError as exc:  # no such folder, or no class folder in it
             raise UserError(f"data.root={self.root}: in {self.root / part}, {exc}") from exc
 
     def cached(self, found: ImageFolder, channels: int) -> torch.Tensor:

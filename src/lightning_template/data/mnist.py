@@ -19,9 +19,8 @@ DATASETS = {"mnist": MNIST, "fashion_mnist": FashionMNIST, "kmnist": KMNIST}
 def unpacked(archive: Path) -> bool:
     """Whether `archive` is there, unpacked beside itself, whole: as long as gzip's last 4 bytes say."""
     target = archive.with_suffix("")
-    if not (archive.exists() and target.exists()):
-        return False
-    return target.stat().st_size == int.from_bytes(archive.read_bytes()[-4:], "little")
+    there = archive.exists() and target.exists()
+    return there and target.stat().st_size == int.from_bytes(archive.read_bytes()[-4:], "little")
 
 
 def unpack(archive: Path) -> None:

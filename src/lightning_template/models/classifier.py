@@ -2,6 +2,7 @@
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -24,12 +25,10 @@ STRETCHABLE = (CosineAnnealingLR, ReduceLROnPlateau)  # schedules that a run res
 def check_network(config: Mapping[str, Any]) -> None:
     """Refuse a `_target_` that is no nn.Module, before any data is read."""
     target = str(config.get("_target_"))
-    try:
-        is_module = issubclass(get_class(target), nn.Module)
-    except Exception:
-        is_module = False
-    if not is_module:
-        raise UserError(f"model.net._target_={target!r} is not an nn.Module class.")
+    with suppress(Exception):  # no such class
+        if issubclass(get_class(target), nn.Module):
+            return
+    raise UserError(f"model.net._target_={target!r} is not an nn.Module class.")
 
 
 class ClassifierModule(L.LightningModule):
