@@ -90,9 +90,7 @@ def find_checkpoint(ckpt_path: str | None, task_dir: str) -> Path | None:
     """`ckpt_path` as a file: `last` is the newest last.ckpt among this task's runs and sweep jobs."""
     if ckpt_path != "last":
         return Path(ckpt_path) if ckpt_path else None
-    found = sorted(
-        Path(task_dir).glob("*runs/**/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime
-    )
+    found = sorted(Path(task_dir).glob("*runs/**/checkpoints/last.ckpt"), key=os.path.getmtime)
     if not found:
         raise UserError(f"ckpt_path=last: no run under {task_dir} has a checkpoints/last.ckpt to resume.")
     return found[-1]
